@@ -1,0 +1,301 @@
+//! [`Environ`]: the request as an app sees it, PEP 3333's `environ` dict.
+
+use std::borrow::Cow;
+use std::io;
+
+use crate::abi::{Gateway, RawEnviron, RawHeader};
+use crate::runtime;
+
+/// The request environment handed to an app: PEP 3333's `environ`.
+///
+/// Everything borrows the host's buffers. The CGI/WSGI variables have typed
+/// accessors ([`method`](Self::method), [`path_info`](Self::path_info), …)
+/// and can also be looked up by their WSGI names with [`get`](Self::get),
+/// including `HTTP_*` for every request header.
+pub struct Environ<'a> {
+    raw: &'a RawEnviron<'a>,
+    gateway: &'a (dyn Gateway + 'a),
+}
+
+impl<'a> Environ<'a> {
+    pub(crate) fn new(raw: &'a RawEnviron<'a>, gateway: &'a (dyn Gateway + 'a)) -> Self {
+        Self { raw, gateway }
+    }
+
+    /// `REQUEST_METHOD`, e.g. `GET`.
+    pub fn method(&self) -> &'a str {
+        self.raw.request_method.as_str()
+    }
+    /// `SCRIPT_NAME`: where the app is mounted (empty at the root).
+    pub fn script_name(&self) -> &'a str {
+        self.raw.script_name.as_str()
+    }
+    /// `PATH_INFO`: the path below the mount point, percent-decoded.
+    pub fn path_info(&self) -> &'a str {
+        self.raw.path_info.as_str()
+    }
+    /// `QUERY_STRING`: the part after `?`, still percent-encoded.
+    pub fn query_string(&self) -> &'a str {
+        self.raw.query_string.as_str()
+    }
+    /// `SERVER_NAME`.
+    pub fn server_name(&self) -> &'a str {
+        self.raw.server_name.as_str()
+    }
+    /// `SERVER_PORT`.
+    pub fn server_port(&self) -> &'a str {
+        self.raw.server_port.as_str()
+    }
+    /// `SERVER_PROTOCOL`, e.g. `HTTP/1.1`.
+    pub fn server_protocol(&self) -> &'a str {
+        self.raw.server_protocol.as_str()
+    }
+    /// `REMOTE_ADDR`: the client's address.
+    pub fn remote_addr(&self) -> &'a str {
+        self.raw.remote_addr.as_str()
+    }
+    /// `REMOTE_PORT`: the client's port.
+    pub fn remote_port(&self) -> &'a str {
+        self.raw.remote_port.as_str()
+    }
+    /// `wsgi.url_scheme`: `http` or `https`.
+    pub fn url_scheme(&self) -> &'a str {
+        self.raw.url_scheme.as_str()
+    }
+    /// `CONTENT_TYPE`, if the request has one.
+    pub fn content_type(&self) -> Option<&'a str> {
+        self.header("content-type")
+    }
+    /// `CONTENT_LENGTH`, if the request declares one.
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length")?.trim().parse().ok()
+    }
+    /// `wsgi.multithread`: the app may be called from several threads at once.
+    pub fn multithread(&self) -> bool {
+        self.raw.multithread
+    }
+    /// `wsgi.multiprocess`: other processes may run the same app.
+    pub fn multiprocess(&self) -> bool {
+        self.raw.multiprocess
+    }
+    /// `wsgi.run_once`: this process handles a single request (CGI).
+    pub fn run_once(&self) -> bool {
+        self.raw.run_once
+    }
+
+    /// The first request header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Every request header, in the order received.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.raw.headers.as_slice().iter().map(header_pair)
+    }
+
+    /// Looks a variable up by its WSGI name: `REQUEST_METHOD`, `PATH_INFO`,
+    /// `HTTP_USER_AGENT`, `wsgi.url_scheme`, … Repeated headers are joined
+    /// with `", "` as CGI does.
+    pub fn get(&self, key: &str) -> Option<Cow<'a, str>> {
+        if let Some(header_key) = key.strip_prefix("HTTP_") {
+            let mut values = self
+                .headers()
+                .filter(|(name, _)| !is_cgi_header(name) && header_matches(name, header_key))
+                .map(|(_, value)| value);
+            return join_values(values.next()?, values);
+        }
+        let simple = match key {
+            "REQUEST_METHOD" => self.method(),
+            "SCRIPT_NAME" => self.script_name(),
+            "PATH_INFO" => self.path_info(),
+            "QUERY_STRING" => self.query_string(),
+            "SERVER_NAME" => self.server_name(),
+            "SERVER_PORT" => self.server_port(),
+            "SERVER_PROTOCOL" => self.server_protocol(),
+            "REMOTE_ADDR" => self.remote_addr(),
+            "REMOTE_PORT" => self.remote_port(),
+            "CONTENT_TYPE" => self.content_type()?,
+            "CONTENT_LENGTH" => self.header("content-length")?,
+            "wsgi.url_scheme" => self.url_scheme(),
+            "wsgi.version" => crate::INTERFACE_VERSION,
+            "wsgi.multithread" => bool_str(self.multithread()),
+            "wsgi.multiprocess" => bool_str(self.multiprocess()),
+            "wsgi.run_once" => bool_str(self.run_once()),
+            _ => return None,
+        };
+        Some(Cow::Borrowed(simple))
+    }
+
+    /// Every variable of the environ as `(WSGI name, value)`, like iterating
+    /// Python's `environ.items()` (without the `wsgi.input` / `wsgi.errors`
+    /// streams, which are [`input`](Self::input) and [`errors`](Self::errors)).
+    pub fn vars(&self) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+        const FIXED: [&str; 16] = [
+            "REQUEST_METHOD",
+            "SCRIPT_NAME",
+            "PATH_INFO",
+            "QUERY_STRING",
+            "CONTENT_TYPE",
+            "CONTENT_LENGTH",
+            "SERVER_NAME",
+            "SERVER_PORT",
+            "SERVER_PROTOCOL",
+            "REMOTE_ADDR",
+            "REMOTE_PORT",
+            "wsgi.url_scheme",
+            "wsgi.version",
+            "wsgi.multithread",
+            "wsgi.multiprocess",
+            "wsgi.run_once",
+        ];
+        let mut vars: Vec<_> = FIXED
+            .iter()
+            .filter_map(|key| Some((Cow::Borrowed(*key), self.get(key)?)))
+            .collect();
+        for (index, (name, _)) in self.headers().enumerate() {
+            let first = self
+                .headers()
+                .position(|(n, _)| n.eq_ignore_ascii_case(name))
+                == Some(index);
+            if first && !is_cgi_header(name) {
+                let key = http_key(name);
+                let value = self.get(&key).unwrap_or_default();
+                vars.push((Cow::Owned(key), value));
+            }
+        }
+        vars
+    }
+
+    /// `wsgi.input`: the request body, streamed from the client as it is read.
+    pub fn input(&self) -> Input<'a> {
+        Input {
+            gateway: self.gateway,
+        }
+    }
+
+    /// `wsgi.errors`: each line written here becomes one line of the host's
+    /// log (target `wsgi.errors`, level error).
+    pub fn errors(&self) -> ErrorStream {
+        ErrorStream { line: Vec::new() }
+    }
+}
+
+fn header_pair<'a>(header: &RawHeader<'a>) -> (&'a str, &'a str) {
+    (header.name.as_str(), header.value.as_str())
+}
+
+fn bool_str(value: bool) -> &'static str {
+    if value {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// `Content-Type` and `Content-Length` are `CONTENT_*`, never `HTTP_*`.
+fn is_cgi_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("content-length")
+}
+
+/// Whether header `name` is the one CGI calls `HTTP_{key}`.
+fn header_matches(name: &str, key: &str) -> bool {
+    name.len() == key.len()
+        && name.bytes().zip(key.bytes()).all(|(n, k)| {
+            let n = if n == b'-' { b'_' } else { n.to_ascii_uppercase() };
+            n == k
+        })
+}
+
+/// `user-agent` → `HTTP_USER_AGENT`.
+fn http_key(name: &str) -> String {
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    key.extend(name.chars().map(|c| match c {
+        '-' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    key
+}
+
+fn join_values<'a>(first: &'a str, rest: impl Iterator<Item = &'a str>) -> Option<Cow<'a, str>> {
+    let mut joined = Cow::Borrowed(first);
+    for value in rest {
+        let owned = joined.to_mut();
+        owned.push_str(", ");
+        owned.push_str(value);
+    }
+    Some(joined)
+}
+
+/// `wsgi.input`: reads the request body as the client sends it.
+pub struct Input<'a> {
+    gateway: &'a (dyn Gateway + 'a),
+}
+
+impl io::Read for Input<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.gateway
+            .read_input(buf.into())
+            .into_result()
+            .map_err(|e| io::Error::other(e.into_string()))
+    }
+}
+
+/// `wsgi.errors`: a line-buffered stream into the host's log.
+pub struct ErrorStream {
+    line: Vec<u8>,
+}
+
+impl ErrorStream {
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        runtime::host_log(log::Level::Error, "wsgi.errors", text.trim_end_matches(['\r', '\n']));
+        self.line.clear();
+    }
+}
+
+impl io::Write for ErrorStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for part in buf.split_inclusive(|b| *b == b'\n') {
+            self.line.extend_from_slice(part);
+            if part.ends_with(b"\n") {
+                self.emit();
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.line.is_empty() {
+            self.emit();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ErrorStream {
+    fn drop(&mut self) {
+        let _ = io::Write::flush(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_keys_follow_cgi_naming() {
+        assert_eq!(http_key("user-agent"), "HTTP_USER_AGENT");
+        assert!(header_matches("x-forwarded-for", "X_FORWARDED_FOR"));
+        assert!(!header_matches("x-forwarded", "X_FORWARDED_FOR"));
+        assert!(is_cgi_header("Content-Type"));
+    }
+
+    #[test]
+    fn repeated_values_are_joined() {
+        let joined = join_values("a", ["b", "c"].into_iter()).unwrap();
+        assert_eq!(joined, "a, b, c");
+        assert!(matches!(join_values("a", std::iter::empty()), Some(Cow::Borrowed("a"))));
+    }
+}

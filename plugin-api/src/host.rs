@@ -1,0 +1,408 @@
+//! The host's side of the interface: checks a plugin's exported header and
+//! calls the app, without the host touching abi_stable.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
+
+use abi_stable::library::{AbiHeader, AbiHeaderRef, LibHeader, LibraryError, RootModule};
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::sabi_types::{RRef, VersionNumber};
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec};
+
+use crate::abi::{AppModule_Ref, BoxedBodyStream, Gateway, Gateway_TO, HostServices, RawBody, RawEnviron, RawHeader, RawOutcome};
+
+pub use crate::abi::RawHeader as Header;
+
+impl<'a> RawHeader<'a> {
+    /// A header (or an extra environ variable) borrowed from the host.
+    pub fn new(name: &'a str, value: &'a str) -> Self {
+        Self { name: name.into(), value: value.into() }
+    }
+    /// The header's name.
+    pub fn name(&self) -> &'a str {
+        self.name.as_str()
+    }
+    /// The header's value.
+    pub fn value(&self) -> &'a str {
+        self.value.as_str()
+    }
+}
+
+/// The request variables, borrowed, as the host builds them for one call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestVars<'a> {
+    /// `REQUEST_METHOD`.
+    pub method: &'a str,
+    /// `SCRIPT_NAME`.
+    pub script_name: &'a str,
+    /// `PATH_INFO`, percent-decoded.
+    pub path_info: &'a str,
+    /// `QUERY_STRING`.
+    pub query_string: &'a str,
+    /// `SERVER_NAME`.
+    pub server_name: &'a str,
+    /// `SERVER_PORT`.
+    pub server_port: &'a str,
+    /// `SERVER_PROTOCOL`.
+    pub server_protocol: &'a str,
+    /// `REMOTE_ADDR`.
+    pub remote_addr: &'a str,
+    /// `REMOTE_PORT`.
+    pub remote_port: &'a str,
+    /// `wsgi.url_scheme`.
+    pub url_scheme: &'a str,
+    /// `wsgi.multithread`.
+    pub multithread: bool,
+    /// `wsgi.multiprocess`.
+    pub multiprocess: bool,
+    /// `wsgi.run_once`.
+    pub run_once: bool,
+}
+
+/// What the host does for the app during one call. Implementations must not
+/// panic (a panic here is caught and reported to the app as an error).
+pub trait HostGateway {
+    /// `start_response`: `Err` is raised in the app.
+    fn start_response(&self, status: &str, headers: &[Header<'_>], exc_info: Option<&str>) -> Result<(), String>;
+    /// The write callable: sends `data` at once.
+    fn write(&self, data: &[u8]) -> Result<(), String>;
+    /// `wsgi.input`: fills `buf` from the request body; `Ok(0)` at its end.
+    fn read_input(&self, buf: &mut [u8]) -> Result<usize, String>;
+}
+
+/// A loaded, checked and initialised app.
+#[derive(Clone, Copy)]
+pub struct App {
+    module: AppModule_Ref,
+    interface_version: VersionNumber,
+}
+
+/// The interface version this host speaks.
+pub fn interface_version() -> &'static str {
+    crate::INTERFACE_VERSION
+}
+
+impl App {
+    /// Checks the abi_stable header at `header` (the address of the exported
+    /// symbol) and initialises the app with `services`.
+    ///
+    /// # Safety
+    /// `header` must be the address of a symbol of a library that stays
+    /// loaded for the rest of the process.
+    pub unsafe fn check(header: NonNull<c_void>, services: HostServicesConfig) -> Result<App, CheckError> {
+        // SAFETY: `AbiHeaderRef` is a transparent wrapper of a reference to the
+        // header; the caller guarantees the symbol lives for the process. The
+        // bytes are only trusted after `upgrade` checked the magic string.
+        let header: AbiHeaderRef = unsafe { std::mem::transmute::<NonNull<c_void>, AbiHeaderRef>(header) };
+        let found = *header;
+        let lib_header = header.upgrade().map_err(|e| CheckError::from_upgrade(e, &found))?;
+        let (module, interface_version) = check_module(lib_header)?;
+        let services = HostServices {
+            log: host_log,
+            max_level: services.max_level as u8,
+        };
+        (module.init())(services).into_result().map_err(|e| CheckError::InitFailed(e.into_string()))?;
+        Ok(App { module, interface_version })
+    }
+
+    /// The plugin-api version the plugin was built against.
+    pub fn interface_version(&self) -> String {
+        self.interface_version.to_string()
+    }
+
+    /// Calls the app for one request. Never panics, whatever the app does.
+    pub fn call(&self, vars: &RequestVars<'_>, headers: &[Header<'_>], gateway: &dyn HostGateway) -> Result<ResponseBody, String> {
+        let raw = RawEnviron {
+            request_method: vars.method.into(),
+            script_name: vars.script_name.into(),
+            path_info: vars.path_info.into(),
+            query_string: vars.query_string.into(),
+            server_name: vars.server_name.into(),
+            server_port: vars.server_port.into(),
+            server_protocol: vars.server_protocol.into(),
+            remote_addr: vars.remote_addr.into(),
+            remote_port: vars.remote_port.into(),
+            url_scheme: vars.url_scheme.into(),
+            headers: headers.into(),
+            multithread: vars.multithread,
+            multiprocess: vars.multiprocess,
+            run_once: vars.run_once,
+            #[cfg(feature = "fixture-layout-change")]
+            layout_change: 0,
+        };
+        let adapter = GatewayAdapter(gateway);
+        let gateway = Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque);
+        match (self.module.call())(&raw, gateway) {
+            RawOutcome::Body(body) => Ok(ResponseBody::from_raw(body)),
+            RawOutcome::Failed(message) => Err(message.into_string()),
+        }
+    }
+}
+
+/// How chatty the plugin's logging may be.
+#[derive(Clone, Copy, Debug)]
+pub struct HostServicesConfig {
+    /// The most verbose level the host prints.
+    pub max_level: log::LevelFilter,
+}
+
+fn check_module(lib_header: &'static LibHeader) -> Result<(AppModule_Ref, VersionNumber), CheckError> {
+    let consts = lib_header.root_mod_consts();
+    if consts.name().as_str() != AppModule_Ref::NAME {
+        return Err(CheckError::NotAnApp {
+            found: format!("the abi_stable module \"{}\"", consts.name()),
+        });
+    }
+    let ours = VersionNumber::new(AppModule_Ref::VERSION_STRINGS).expect("our own version parses");
+    let theirs = VersionNumber::new(lib_header.version_strings()).map_err(|e| CheckError::Corrupt(e.to_string()))?;
+    if !ours.is_loosely_compatible(theirs) {
+        return Err(CheckError::IncompatibleInterface {
+            plugin: theirs.to_string(),
+            host: ours.to_string(),
+        });
+    }
+    let module = lib_header.init_root_module::<AppModule_Ref>().map_err(CheckError::from_init)?;
+    Ok((module, theirs))
+}
+
+/// Why a symbol was refused. `Display` is one line naming the problem and
+/// the fix; [`CheckError::report`] has abi_stable's full text, if any.
+#[derive(Debug)]
+pub enum CheckError {
+    /// The symbol does not point at an abi_stable header at all.
+    NotAbiStable,
+    /// An abi_stable header from an incompatible abi_stable release.
+    AbiStableVersion {
+        /// What the plugin was built with, e.g. `0.10`.
+        plugin: String,
+    },
+    /// A header of some other abi_stable module, not an app.
+    NotAnApp {
+        /// What it is.
+        found: String,
+    },
+    /// Built against a plugin-api this host cannot speak.
+    IncompatibleInterface {
+        /// The plugin-api version the plugin was built against.
+        plugin: String,
+        /// The plugin-api version of this host.
+        host: String,
+    },
+    /// Same version, different type layouts (e.g. a changed struct).
+    LayoutMismatch {
+        /// The first concrete difference abi_stable found.
+        summary: String,
+        /// abi_stable's full report.
+        report: String,
+    },
+    /// The compiler's C ABI differs between host and plugin.
+    CAbi(String),
+    /// The header holds unparsable data.
+    Corrupt(String),
+    /// The app's constructor failed or panicked.
+    InitFailed(String),
+}
+
+impl CheckError {
+    fn from_upgrade(error: LibraryError, found: &AbiHeader) -> CheckError {
+        match error {
+            LibraryError::InvalidAbiHeader(_) if found.magic_string == AbiHeader::VALUE.magic_string => {
+                CheckError::AbiStableVersion {
+                    plugin: format!("{}.{}", found.abi_major, found.abi_minor),
+                }
+            }
+            LibraryError::InvalidAbiHeader(_) => CheckError::NotAbiStable,
+            LibraryError::InvalidCAbi { .. } => CheckError::CAbi(error.to_string()),
+            other => CheckError::from_init(other),
+        }
+    }
+
+    fn from_init(error: LibraryError) -> CheckError {
+        match error {
+            LibraryError::IncompatibleVersionNumber {
+                expected_version,
+                actual_version,
+                ..
+            } => CheckError::IncompatibleInterface {
+                plugin: actual_version.to_string(),
+                host: expected_version.to_string(),
+            },
+            LibraryError::AbiInstability(report) => {
+                let report = report.to_string();
+                CheckError::LayoutMismatch {
+                    summary: layout_summary(&report),
+                    report,
+                }
+            }
+            LibraryError::RootModule { err, .. } => CheckError::InitFailed(err.to_string()),
+            other => CheckError::Corrupt(other.to_string()),
+        }
+    }
+
+    /// abi_stable's full report, for the debug log.
+    pub fn report(&self) -> Option<&str> {
+        match self {
+            CheckError::LayoutMismatch { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+}
+
+/// The first line of abi_stable's report that names a concrete difference.
+fn layout_summary(report: &str) -> String {
+    const MARKERS: [&str; 4] = ["incompatible", "mismatched", "different", "expected"];
+    report
+        .lines()
+        .map(str::trim)
+        .find(|line| {
+            let lower = line.to_ascii_lowercase();
+            MARKERS.iter().any(|m| lower.contains(m))
+        })
+        .unwrap_or("type layouts differ")
+        .chars()
+        .take(160)
+        .collect()
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ours = crate::INTERFACE_VERSION;
+        match self {
+            CheckError::NotAbiStable => write!(
+                f,
+                "the symbol is not an app: it is not an abi_stable header (export apps with plugin_api::export_app!)"
+            ),
+            CheckError::AbiStableVersion { plugin } => write!(
+                f,
+                "built with abi_stable ABI {plugin}, incompatible with this host's; rebuild the plugin against plugin-api {ours}"
+            ),
+            CheckError::NotAnApp { found } => write!(
+                f,
+                "the symbol is {found}, not a plugin-api app (export apps with plugin_api::export_app!)"
+            ),
+            CheckError::IncompatibleInterface { plugin, host } => write!(
+                f,
+                "built against plugin-api {plugin}, this host speaks plugin-api {host}; rebuild the plugin against plugin-api {host}"
+            ),
+            CheckError::LayoutMismatch { summary, .. } => write!(
+                f,
+                "its interface types differ from this host's ({summary}); rebuild the plugin against this host's plugin-api {ours} (RUST_LOG=debug shows the full report)"
+            ),
+            CheckError::CAbi(detail) => write!(f, "the compiler's C ABI differs ({detail}); build host and plugin with the same toolchain"),
+            CheckError::Corrupt(detail) => write!(f, "its abi_stable header is corrupt ({detail}); rebuild the plugin"),
+            CheckError::InitFailed(detail) => write!(f, "the app failed to start: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+/// Forwards a plugin's log record to the host's `log` logger.
+extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
+    let level = match level {
+        1 => log::Level::Error,
+        2 => log::Level::Warn,
+        3 => log::Level::Info,
+        4 => log::Level::Debug,
+        _ => log::Level::Trace,
+    };
+    // A logger that panics must not unwind into the plugin.
+    let _ = panic::catch_unwind(|| {
+        log::log!(target: target.as_str(), level, "{}", message.as_str());
+    });
+}
+
+/// Makes a [`HostGateway`] callable from the plugin, catching every panic.
+struct GatewayAdapter<'g>(&'g dyn HostGateway);
+
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => ROk(value),
+        Ok(Err(message)) => RErr(message.into()),
+        Err(_) => RErr(format!("the host failed in {what}").into()),
+    }
+}
+
+impl Gateway for GatewayAdapter<'_> {
+    fn start_response(&self, status: RStr<'_>, headers: RSlice<'_, RawHeader<'_>>, exc_info: ROption<RStr<'_>>) -> RResult<(), RString> {
+        guarded("start_response", || {
+            self.0.start_response(status.as_str(), headers.as_slice(), exc_info.into_option().map(|e| e.as_str()))
+        })
+    }
+    fn write(&self, data: RSlice<'_, u8>) -> RResult<(), RString> {
+        guarded("write", || self.0.write(data.as_slice()))
+    }
+    fn read_input(&self, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+        guarded("read_input", || self.0.read_input(buf.as_mut_slice()))
+    }
+}
+
+/// An owned buffer from the plugin, freed by the plugin's allocator.
+pub struct PluginBytes(RVec<u8>);
+
+impl AsRef<[u8]> for PluginBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The body an app returned.
+pub enum ResponseBody {
+    /// No body.
+    Empty,
+    /// Bytes in the plugin's image, valid for the process's life.
+    Static(&'static [u8]),
+    /// One buffer.
+    Bytes(PluginBytes),
+    /// Chunks to pull, then close.
+    Stream(ResponseStream),
+}
+
+impl ResponseBody {
+    fn from_raw(raw: RawBody) -> Self {
+        match raw {
+            RawBody::Empty => ResponseBody::Empty,
+            RawBody::Static(bytes) => ResponseBody::Static(bytes.as_slice()),
+            RawBody::Bytes(bytes) => ResponseBody::Bytes(PluginBytes(bytes)),
+            RawBody::Stream(stream) => ResponseBody::Stream(ResponseStream { stream: Some(stream) }),
+        }
+    }
+}
+
+/// A streamed body; `close` (WSGI's `close()`) runs exactly once, on
+/// [`ResponseStream::close`] or else on drop.
+pub struct ResponseStream {
+    stream: Option<BoxedBodyStream>,
+}
+
+impl ResponseStream {
+    /// The next chunk, `None` at the end; `Err` if the app failed mid-body.
+    pub fn next_chunk(&mut self) -> Result<Option<PluginBytes>, String> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        stream
+            .next_chunk()
+            .into_result()
+            .map(|chunk| chunk.into_option().map(PluginBytes))
+            .map_err(RString::into_string)
+    }
+
+    /// Calls the app's `close()`; later calls do nothing.
+    pub fn close(&mut self) -> Result<(), String> {
+        match self.stream.take() {
+            Some(mut stream) => stream.close().into_result().map_err(RString::into_string),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ResponseStream {
+    fn drop(&mut self) {
+        if let Err(message) = self.close() {
+            log::error!("{message}");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The plugin side of every call the host makes: builds the app once, turns
+//! each call's result (or panic) into ABI values, forwards logging.
+//!
+//! Only [`crate::export_app!`] uses this module; nothing here may unwind
+//! across the ABI, so every entry catches panics.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSome, RStr, RString, RVec};
+
+use crate::abi::{BodyStream, BodyStream_TO, GatewayRef, HostServices, RawBody, RawEnviron, RawOutcome};
+use crate::app::{App, BodyKind, Environ, StartResponse};
+
+/// The host's services, set by the first app of this library to be initialised.
+static HOST: OnceLock<HostServices> = OnceLock::new();
+
+thread_local! {
+    /// The message of the last panic on this thread, kept by our panic hook
+    /// so a caught panic can be reported in one line with its location.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// One exported app: built by `init`, then called for every request.
+pub struct AppSlot {
+    app: OnceLock<Box<dyn App>>,
+}
+
+impl AppSlot {
+    /// An app not built yet.
+    pub const fn new() -> Self {
+        Self { app: OnceLock::new() }
+    }
+}
+
+impl Default for AppSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `AppModule::init`: hooks logging and panics to the host, then builds the app.
+pub fn init(slot: &AppSlot, make: fn() -> Box<dyn App>, host: HostServices) -> RResult<(), RString> {
+    let host = *HOST.get_or_init(|| host);
+    if log::set_logger(&HostLogger).is_ok() {
+        log::set_max_level(level_filter(host.max_level));
+        panic::set_hook(Box::new(|info| {
+            LAST_PANIC.with(|last| *last.borrow_mut() = Some(info.to_string().replace('\n', " ")));
+        }));
+    }
+    match catch(|| {
+        slot.app.get_or_init(make);
+    }) {
+        Ok(()) => ROk(()),
+        Err(panic) => RErr(format!("building the app {panic}").into()),
+    }
+}
+
+/// `AppModule::call`: one request, with every panic turned into `Failed`.
+pub fn call<'a>(slot: &AppSlot, raw: &'a RawEnviron<'a>, gateway: GatewayRef<'a>) -> RawOutcome {
+    let Some(app) = slot.app.get() else {
+        return RawOutcome::Failed("the app was called before init".into());
+    };
+    let result = catch(|| {
+        let environ = Environ::new(raw, &gateway);
+        let mut start_response = StartResponse::new(&gateway);
+        app.call(&environ, &mut start_response)
+    });
+    match result {
+        Ok(Ok(body)) => RawOutcome::Body(raw_body(body.0)),
+        Ok(Err(error)) => RawOutcome::Failed(format!("the app returned an error: {error}").into()),
+        Err(panic) => RawOutcome::Failed(format!("the app {panic}").into()),
+    }
+}
+
+fn raw_body(kind: BodyKind) -> RawBody {
+    match kind {
+        BodyKind::Empty => RawBody::Empty,
+        BodyKind::Static(bytes) => RawBody::Static(bytes.into()),
+        BodyKind::Bytes(bytes) => RawBody::Bytes(bytes.into()),
+        BodyKind::Stream(chunks) => RawBody::Stream(BodyStream_TO::from_value(
+            StreamAdapter { chunks: Some(chunks) },
+            TD_Opaque,
+        )),
+    }
+}
+
+/// Runs `f`, turning a panic into "panicked at FILE:LINE: message".
+fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let hooked = LAST_PANIC.with(|last| last.borrow_mut().take());
+        hooked.unwrap_or_else(|| format!("panicked: {}", payload_text(payload.as_ref())))
+    })
+}
+
+fn payload_text(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "(non-string panic payload)"
+    }
+}
+
+/// A streamed body crossing the ABI; the iterator's `Drop` is `close()`.
+struct StreamAdapter {
+    chunks: Option<Box<dyn Iterator<Item = Vec<u8>> + Send>>,
+}
+
+impl StreamAdapter {
+    /// Drops the iterator, catching a panic in its `Drop`.
+    fn drop_chunks(&mut self) -> Result<(), String> {
+        let chunks = self.chunks.take();
+        catch(move || drop(chunks))
+    }
+}
+
+impl BodyStream for StreamAdapter {
+    fn next_chunk(&mut self) -> RResult<ROption<RVec<u8>>, RString> {
+        let Some(chunks) = self.chunks.as_mut() else {
+            return ROk(RNone);
+        };
+        match catch(|| chunks.next()) {
+            Ok(Some(chunk)) => ROk(RSome(chunk.into())),
+            Ok(None) => ROk(RNone),
+            Err(panic) => {
+                let _ = self.drop_chunks();
+                RErr(format!("the app's body stream {panic}").into())
+            }
+        }
+    }
+
+    fn close(&mut self) -> RResult<(), RString> {
+        match self.drop_chunks() {
+            Ok(()) => ROk(()),
+            Err(panic) => RErr(format!("closing the app's body {panic}").into()),
+        }
+    }
+}
+
+impl Drop for StreamAdapter {
+    fn drop(&mut self) {
+        let _ = self.drop_chunks();
+    }
+}
+
+/// Sends one log line to the host, if it has registered its logger.
+pub(crate) fn host_log(level: log::Level, target: &str, message: &str) {
+    if let Some(host) = HOST.get() {
+        (host.log)(level as u8, RStr::from(target), RStr::from(message));
+    }
+}
+
+fn level_filter(raw: u8) -> log::LevelFilter {
+    log::LevelFilter::iter().nth(raw as usize).unwrap_or(log::LevelFilter::Trace)
+}
+
+/// The plugin's `log` logger: everything goes to the host's.
+struct HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        HOST.get().is_some_and(|host| (metadata.level() as u8) <= host.max_level)
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            host_log(record.level(), record.target(), &record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
