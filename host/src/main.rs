@@ -1,1 +1,5 @@
-fn main(){}
+//! `host`: see the `host` library crate.
+
+fn main() -> std::process::ExitCode {
+    host::cli::main()
+}

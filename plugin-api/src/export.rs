@@ -39,10 +39,11 @@ macro_rules! export_app {
             }
 
             fn __export_app_module() -> __sabi::AppModule_Ref {
-                const MODULE: &__sabi::WithMetadata<__sabi::AppModule> = &__sabi::WithMetadata::new(__sabi::AppModule {
-                    init: __export_app_init,
-                    call: __export_app_call,
-                });
+                const MODULE: &__sabi::WithMetadata<__sabi::AppModule> =
+                    &__sabi::WithMetadata::new(__sabi::AppModule {
+                        init: __export_app_init,
+                        call: __export_app_call,
+                    });
                 __sabi::AppModule_Ref(MODULE.static_as_prefix())
             }
 

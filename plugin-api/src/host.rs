@@ -11,14 +11,19 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::sabi_types::{RRef, VersionNumber};
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec};
 
-use crate::abi::{AppModule_Ref, BoxedBodyStream, Gateway, Gateway_TO, HostServices, RawBody, RawEnviron, RawHeader, RawOutcome};
+use crate::abi::{
+    AppModule_Ref, BoxedBodyStream, Gateway, Gateway_TO, HostServices, RawBody, RawEnviron, RawHeader, RawOutcome,
+};
 
 pub use crate::abi::RawHeader as Header;
 
 impl<'a> RawHeader<'a> {
     /// A header (or an extra environ variable) borrowed from the host.
     pub fn new(name: &'a str, value: &'a str) -> Self {
-        Self { name: name.into(), value: value.into() }
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
     }
     /// The header's name.
     pub fn name(&self) -> &'a str {
@@ -103,8 +108,13 @@ impl App {
             log: host_log,
             max_level: services.max_level as u8,
         };
-        (module.init())(services).into_result().map_err(|e| CheckError::InitFailed(e.into_string()))?;
-        Ok(App { module, interface_version })
+        (module.init())(services)
+            .into_result()
+            .map_err(|e| CheckError::InitFailed(e.into_string()))?;
+        Ok(App {
+            module,
+            interface_version,
+        })
     }
 
     /// The plugin-api version the plugin was built against.
@@ -113,7 +123,12 @@ impl App {
     }
 
     /// Calls the app for one request. Never panics, whatever the app does.
-    pub fn call(&self, vars: &RequestVars<'_>, headers: &[Header<'_>], gateway: &dyn HostGateway) -> Result<ResponseBody, String> {
+    pub fn call(
+        &self,
+        vars: &RequestVars<'_>,
+        headers: &[Header<'_>],
+        gateway: &dyn HostGateway,
+    ) -> Result<ResponseBody, String> {
         let raw = RawEnviron {
             request_method: vars.method.into(),
             script_name: vars.script_name.into(),
@@ -163,7 +178,9 @@ fn check_module(lib_header: &'static LibHeader) -> Result<(AppModule_Ref, Versio
             host: ours.to_string(),
         });
     }
-    let module = lib_header.init_root_module::<AppModule_Ref>().map_err(CheckError::from_init)?;
+    let module = lib_header
+        .init_root_module::<AppModule_Ref>()
+        .map_err(CheckError::from_init)?;
     Ok((module, theirs))
 }
 
@@ -326,9 +343,18 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, R
 }
 
 impl Gateway for GatewayAdapter<'_> {
-    fn start_response(&self, status: RStr<'_>, headers: RSlice<'_, RawHeader<'_>>, exc_info: ROption<RStr<'_>>) -> RResult<(), RString> {
+    fn start_response(
+        &self,
+        status: RStr<'_>,
+        headers: RSlice<'_, RawHeader<'_>>,
+        exc_info: ROption<RStr<'_>>,
+    ) -> RResult<(), RString> {
         guarded("start_response", || {
-            self.0.start_response(status.as_str(), headers.as_slice(), exc_info.into_option().map(|e| e.as_str()))
+            self.0.start_response(
+                status.as_str(),
+                headers.as_slice(),
+                exc_info.into_option().map(|e| e.as_str()),
+            )
         })
     }
     fn write(&self, data: RSlice<'_, u8>) -> RResult<(), RString> {
@@ -406,3 +432,7 @@ impl Drop for ResponseStream {
         }
     }
 }
+
+/// The size of the header [`crate::export_app!`] exports, to tell app
+/// symbols apart in a library's symbol table.
+pub const APP_HEADER_SIZE: usize = std::mem::size_of::<LibHeader>();

@@ -66,7 +66,7 @@ pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod __private {
     pub use crate::abi::{AppModule, AppModule_Ref, GatewayRef, HostServices, RawEnviron, RawOutcome};
     pub use crate::runtime::{call, init, AppSlot};
-    pub use abi_stable::library::{CheckTypeLayout, LibHeader, RootModuleResult, __call_root_module_loader};
+    pub use abi_stable::library::{__call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult};
     pub use abi_stable::prefix_type::WithMetadata;
     pub use abi_stable::std_types::{RResult, RString};
 }

@@ -156,7 +156,9 @@ pub(crate) fn host_log(level: log::Level, target: &str, message: &str) {
 }
 
 fn level_filter(raw: u8) -> log::LevelFilter {
-    log::LevelFilter::iter().nth(raw as usize).unwrap_or(log::LevelFilter::Trace)
+    log::LevelFilter::iter()
+        .nth(raw as usize)
+        .unwrap_or(log::LevelFilter::Trace)
 }
 
 /// The plugin's `log` logger: everything goes to the host's.
@@ -164,7 +166,8 @@ struct HostLogger;
 
 impl log::Log for HostLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        HOST.get().is_some_and(|host| (metadata.level() as u8) <= host.max_level)
+        HOST.get()
+            .is_some_and(|host| (metadata.level() as u8) <= host.max_level)
     }
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {

@@ -155,10 +155,7 @@ impl<'a> Environ<'a> {
             .filter_map(|key| Some((Cow::Borrowed(*key), self.get(key)?)))
             .collect();
         for (index, (name, _)) in self.headers().enumerate() {
-            let first = self
-                .headers()
-                .position(|(n, _)| n.eq_ignore_ascii_case(name))
-                == Some(index);
+            let first = self.headers().position(|(n, _)| n.eq_ignore_ascii_case(name)) == Some(index);
             if first && !is_cgi_header(name) {
                 let key = http_key(name);
                 let value = self.get(&key).unwrap_or_default();
@@ -170,9 +167,7 @@ impl<'a> Environ<'a> {
 
     /// `wsgi.input`: the request body, streamed from the client as it is read.
     pub fn input(&self) -> Input<'a> {
-        Input {
-            gateway: self.gateway,
-        }
+        Input { gateway: self.gateway }
     }
 
     /// `wsgi.errors`: each line written here becomes one line of the host's

@@ -4,8 +4,8 @@ mod body;
 mod environ;
 mod response;
 
-pub use body::{AppError, AppOutput, Body};
 pub(crate) use body::BodyKind;
+pub use body::{AppError, AppOutput, Body};
 pub use environ::{Environ, ErrorStream, Input};
 pub use response::{ResponseError, StartResponse, Writer};
 

@@ -46,13 +46,21 @@ impl<'a> StartResponse<'a> {
         self.call(status, headers, Some(&exc_info))
     }
 
-    fn call(&mut self, status: &str, headers: &[(&str, &str)], exc_info: Option<&str>) -> Result<Writer<'a>, ResponseError> {
+    fn call(
+        &mut self,
+        status: &str,
+        headers: &[(&str, &str)],
+        exc_info: Option<&str>,
+    ) -> Result<Writer<'a>, ResponseError> {
         let exc_info = match exc_info {
             Some(text) => RSome(RStr::from(text)),
             None => RNone,
         };
         let result = if headers.len() <= INLINE_HEADERS {
-            let mut inline = [RawHeader { name: RStr::from(""), value: RStr::from("") }; INLINE_HEADERS];
+            let mut inline = [RawHeader {
+                name: RStr::from(""),
+                value: RStr::from(""),
+            }; INLINE_HEADERS];
             for (slot, header) in inline.iter_mut().zip(headers) {
                 *slot = to_raw(header);
             }
@@ -60,7 +68,8 @@ impl<'a> StartResponse<'a> {
             self.gateway.start_response(status.into(), raw.into(), exc_info)
         } else {
             let raw: Vec<RawHeader<'_>> = headers.iter().map(to_raw).collect();
-            self.gateway.start_response(status.into(), raw.as_slice().into(), exc_info)
+            self.gateway
+                .start_response(status.into(), raw.as_slice().into(), exc_info)
         };
         result.into_result().map_err(|e| ResponseError(e.into_string()))?;
         Ok(Writer { gateway: self.gateway })

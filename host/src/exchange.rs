@@ -1,0 +1,187 @@
+//! One request/response exchange with an app, independent of transport:
+//! implements the host side of the gateway (`start_response`, write,
+//! `wsgi.input`) and pumps the app's body into a [`ResponseSink`].
+
+use std::cell::RefCell;
+use std::io::Read;
+
+use plugin_api::host::{App, Header, HostGateway, PluginBytes, RequestVars, ResponseBody};
+
+use crate::response_head::{HeadState, ResponseHead};
+
+/// A piece of response body, in whichever memory it already lives.
+pub enum Chunk {
+    /// Bytes in the plugin's image.
+    Static(&'static [u8]),
+    /// A buffer the plugin allocated.
+    Plugin(PluginBytes),
+    /// Bytes the host copied (from the write callable).
+    Copied(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Chunk::Static(bytes) => bytes,
+            Chunk::Plugin(bytes) => bytes.as_ref(),
+            Chunk::Copied(bytes) => bytes,
+        }
+    }
+}
+
+/// Where a response goes: a CGI stdout, an HTTP connection, …
+pub trait ResponseSink {
+    /// Sends the status and headers; the body follows.
+    fn head(&mut self, head: ResponseHead) -> Result<(), String>;
+    /// Sends a piece of body.
+    fn data(&mut self, chunk: Chunk) -> Result<(), String>;
+    /// The whole response at once, when the app returned one buffer.
+    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
+        self.head(head)?;
+        body.map_or(Ok(()), |chunk| self.data(chunk))
+    }
+    /// The app failed after the head was sent: the response must not look
+    /// complete (e.g. close the connection).
+    fn abort(&mut self);
+}
+
+/// How an exchange ended, for the access log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The status sent, if a head went out.
+    pub status: Option<u16>,
+    /// Body bytes handed to the sink.
+    pub bytes: u64,
+    /// What went wrong, if anything (already logged).
+    pub error: Option<String>,
+}
+
+/// One exchange: owns the head state, the sink and the request body.
+pub struct Exchange<S, I> {
+    head: RefCell<HeadState>,
+    sink: RefCell<S>,
+    input: RefCell<I>,
+    summary: RefCell<Summary>,
+}
+
+impl<S: ResponseSink, I: Read> Exchange<S, I> {
+    /// An exchange that writes to `sink` and reads the body from `input`.
+    pub fn new(sink: S, input: I) -> Self {
+        Self {
+            head: RefCell::default(),
+            sink: RefCell::new(sink),
+            input: RefCell::new(input),
+            summary: RefCell::default(),
+        }
+    }
+
+    /// Calls the app, pumps its body into the sink, always closes it.
+    pub fn run(self, app: &App, vars: &RequestVars<'_>, headers: &[Header<'_>]) -> Summary {
+        let result = app.call(vars, headers, &self);
+        self.finish(result)
+    }
+
+    fn finish(self, result: Result<ResponseBody, String>) -> Summary {
+        let outcome = match result {
+            Ok(ResponseBody::Empty) => self.send_whole(None),
+            Ok(ResponseBody::Static(bytes)) => self.send_whole(Some(Chunk::Static(bytes))),
+            Ok(ResponseBody::Bytes(bytes)) => self.send_whole(Some(Chunk::Plugin(bytes))),
+            Ok(ResponseBody::Stream(mut stream)) => {
+                let pumped = self.pump(|| stream.next_chunk());
+                let closed = stream.close();
+                pumped.and(closed).and_then(|()| self.flush_head())
+            }
+            Err(app_error) => Err(app_error),
+        };
+        if let Err(problem) = outcome {
+            self.fail(problem);
+        }
+        self.summary.into_inner()
+    }
+
+    /// Pulls chunks until the end, sending each non-empty one.
+    fn pump(&self, mut next: impl FnMut() -> Result<Option<PluginBytes>, String>) -> Result<(), String> {
+        while let Some(chunk) = next()? {
+            self.send(Chunk::Plugin(chunk))?;
+        }
+        Ok(())
+    }
+
+    /// A one-buffer body: head and body together, unless the write
+    /// callable already started the response.
+    fn send_whole(&self, body: Option<Chunk>) -> Result<(), String> {
+        if self.head.borrow().is_sent() {
+            return body.map_or(Ok(()), |chunk| self.send(chunk));
+        }
+        let head = self.head.borrow_mut().take_for_sending()?.expect("head not sent yet");
+        let body = body.filter(|chunk| !chunk.as_ref().is_empty());
+        self.record(&head, body.as_ref());
+        self.sink.borrow_mut().whole(head, body)
+    }
+
+    fn send(&self, chunk: Chunk) -> Result<(), String> {
+        if chunk.as_ref().is_empty() {
+            return Ok(());
+        }
+        self.flush_head()?;
+        self.summary.borrow_mut().bytes += chunk.as_ref().len() as u64;
+        self.sink.borrow_mut().data(chunk)
+    }
+
+    /// Sends the head if it has not gone out (WSGI: with the first
+    /// non-empty chunk, or at the end of an empty body).
+    fn flush_head(&self) -> Result<(), String> {
+        let head = self.head.borrow_mut().take_for_sending()?;
+        match head {
+            Some(head) => {
+                self.record(&head, None);
+                self.sink.borrow_mut().head(head)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn record(&self, head: &ResponseHead, body: Option<&Chunk>) {
+        let mut summary = self.summary.borrow_mut();
+        summary.status = Some(head.status);
+        summary.bytes += body.map_or(0, |b| b.as_ref().len() as u64);
+    }
+
+    /// The app failed: a 500 if nothing was sent yet, else cut the response.
+    fn fail(&self, problem: String) {
+        log::error!("{problem}");
+        if self.head.borrow().is_sent() {
+            self.sink.borrow_mut().abort();
+        } else {
+            let head = ResponseHead {
+                status: 500,
+                reason: "Internal Server Error".to_owned(),
+                headers: vec![("Content-Type".to_owned(), "text/plain; charset=utf-8".to_owned())],
+            };
+            let body = Chunk::Static(b"500 Internal Server Error: the app failed; the server log says why.\n");
+            self.record(&head, Some(&body));
+            if self.sink.borrow_mut().whole(head, Some(body)).is_err() {
+                self.sink.borrow_mut().abort();
+            }
+        }
+        self.summary.borrow_mut().error = Some(problem);
+    }
+}
+
+impl<S: ResponseSink, I: Read> HostGateway for Exchange<S, I> {
+    fn start_response(&self, status: &str, headers: &[Header<'_>], exc_info: Option<&str>) -> Result<(), String> {
+        let headers = headers.iter().map(|h| (h.name(), h.value()));
+        self.head.borrow_mut().start_response(status, headers, exc_info)
+    }
+
+    fn write(&self, data: &[u8]) -> Result<(), String> {
+        self.send(Chunk::Copied(data.to_vec()))
+    }
+
+    fn read_input(&self, buf: &mut [u8]) -> Result<usize, String> {
+        self.input
+            .borrow_mut()
+            .read(buf)
+            .map_err(|e| format!("reading the request body failed: {e}"))
+    }
+}

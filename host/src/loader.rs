@@ -1,0 +1,243 @@
+//! Loading an app: find the library, open it, look the symbol up, and let
+//! plugin-api check it before any of its code runs. Libraries are never
+//! unloaded (see DESIGN-NOTES §3).
+
+use std::ffi::{c_void, CString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use object::{Object, ObjectSymbol, SymbolKind};
+use plugin_api::host::{App, CheckError, HostServicesConfig};
+
+use crate::app_spec::AppSpec;
+
+/// An app that passed every check and was initialised.
+#[derive(Clone)]
+pub struct LoadedApp {
+    /// The `LIB:SYMBOL` it was loaded from.
+    pub spec: AppSpec,
+    /// The library file, resolved.
+    pub path: PathBuf,
+    /// The callable app.
+    pub app: App,
+    /// How long finding, opening and checking took.
+    pub load_time: Duration,
+}
+
+/// Why an app was refused. `Display` is one line: the file, the symbol, the
+/// problem and the fix.
+#[derive(Debug)]
+pub struct LoadError {
+    /// What was asked for.
+    pub spec: AppSpec,
+    /// What went wrong.
+    pub kind: LoadErrorKind,
+}
+
+/// The problems a load can hit.
+#[derive(Debug)]
+pub enum LoadErrorKind {
+    /// No such file (for a bare name: in none of the plugin folders).
+    NotFound {
+        /// Every place that was tried.
+        looked_in: Vec<PathBuf>,
+    },
+    /// The file is not an ELF shared library.
+    NotSharedLibrary {
+        /// The file.
+        path: PathBuf,
+        /// What the loader said.
+        detail: String,
+    },
+    /// The library needs a symbol nothing provides.
+    UndefinedSymbol {
+        /// The file.
+        path: PathBuf,
+        /// The dynamic linker's message.
+        detail: String,
+    },
+    /// Any other dlopen failure.
+    OpenFailed {
+        /// The file.
+        path: PathBuf,
+        /// The dynamic linker's message.
+        detail: String,
+    },
+    /// The library does not export the symbol.
+    SymbolMissing {
+        /// The file.
+        path: PathBuf,
+        /// The apps it does export.
+        exported_apps: Vec<String>,
+    },
+    /// The symbol exists but plugin-api refused it.
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// plugin-api's verdict.
+        error: CheckError,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let symbol = &self.spec.symbol;
+        match &self.kind {
+            LoadErrorKind::NotFound { looked_in } => {
+                let places: Vec<String> = looked_in.iter().map(|p| p.display().to_string()).collect();
+                write!(
+                    f,
+                    "cannot load app {}: library not found (looked for {}); build it first, or pass its path or --plugin-dir",
+                    self.spec,
+                    places.join(", ")
+                )
+            }
+            LoadErrorKind::NotSharedLibrary { path, detail } => write!(
+                f,
+                "cannot load app {}:{symbol}: the file is not a shared library ({detail}); build the plugin with crate-type = [\"cdylib\"]",
+                path.display()
+            ),
+            LoadErrorKind::UndefinedSymbol { path, detail } => write!(
+                f,
+                "cannot load app {}:{symbol}: the library links a symbol nothing provides ({detail}); link the library that defines it or remove the reference",
+                path.display()
+            ),
+            LoadErrorKind::OpenFailed { path, detail } => {
+                write!(f, "cannot load app {}:{symbol}: {detail}", path.display())
+            }
+            LoadErrorKind::SymbolMissing { path, exported_apps } => {
+                let exported = if exported_apps.is_empty() {
+                    "it exports no apps; add plugin_api::export_app!(...) to the plugin".to_owned()
+                } else {
+                    format!("it exports: {}", exported_apps.join(", "))
+                };
+                write!(
+                    f,
+                    "cannot load app {}:{symbol}: no symbol '{symbol}' in the library; {exported}",
+                    path.display()
+                )
+            }
+            LoadErrorKind::Refused { path, error } => {
+                write!(f, "refusing app {}:{symbol}: {error}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Finds, opens, checks and initialises the app `spec` names.
+pub fn load(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<LoadedApp, LoadError> {
+    let started = Instant::now();
+    let fail = |kind| LoadError {
+        spec: spec.clone(),
+        kind,
+    };
+    let path = spec
+        .library
+        .resolve(plugin_dirs)
+        .map_err(|looked_in| fail(LoadErrorKind::NotFound { looked_in }))?;
+    // dlopen only searches the system paths for names without a '/'.
+    let path = std::path::absolute(&path).unwrap_or(path);
+    ensure_elf(&path).map_err(&fail)?;
+
+    // SAFETY: opening runs the library's initialisers. That is the point of
+    // loading a plugin; RTLD_NOW makes unresolved symbols a load error here
+    // instead of a crash at first call.
+    let library = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| fail(classify_open_error(&path, &e)))?;
+
+    let symbol_name = CString::new(spec.symbol.as_bytes()).expect("AppSpec symbols hold no NUL");
+    // SAFETY: the symbol is read as an address only; plugin-api validates what
+    // it points at before using it.
+    let address = unsafe { library.get::<*mut c_void>(symbol_name.as_bytes_with_nul()) }
+        .ok()
+        .and_then(|symbol| NonNull::new(*symbol))
+        .ok_or_else(|| {
+            fail(LoadErrorKind::SymbolMissing {
+                path: path.clone(),
+                exported_apps: exported_apps(&path),
+            })
+        })?;
+
+    let services = HostServicesConfig {
+        max_level: log::max_level(),
+    };
+    // SAFETY: `address` is a symbol of `library`, which is leaked below and so
+    // stays loaded for the rest of the process.
+    let checked = unsafe { App::check(address, services) };
+    // Never unload: code, statics and thread-locals of the plugin may be in
+    // use by anything it returned (DESIGN-NOTES §3).
+    std::mem::forget(library);
+    let app = checked.map_err(|error| {
+        if let Some(report) = error.report() {
+            log::debug!("abi_stable report for {spec}:\n{report}");
+        }
+        fail(LoadErrorKind::Refused {
+            path: path.clone(),
+            error,
+        })
+    })?;
+    Ok(LoadedApp {
+        spec: spec.clone(),
+        path,
+        app,
+        load_time: started.elapsed(),
+    })
+}
+
+/// Refuses non-ELF files before dlopen sees them.
+fn ensure_elf(path: &Path) -> Result<(), LoadErrorKind> {
+    let not_shared = |detail: String| LoadErrorKind::NotSharedLibrary {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic));
+    match read {
+        Ok(()) if &magic == b"\x7fELF" => Ok(()),
+        Ok(()) => Err(not_shared("no ELF header".to_owned())),
+        Err(e) if path.is_dir() => Err(not_shared(format!("it is a directory: {e}"))),
+        Err(e) => Err(not_shared(format!("cannot read it: {e}"))),
+    }
+}
+
+/// libloading's `Display` is only "dlopen failed"; the reason is its source.
+fn classify_open_error(path: &Path, error: &libloading::Error) -> LoadErrorKind {
+    let detail = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| error.to_string());
+    let path = path.to_path_buf();
+    if detail.contains("undefined symbol") {
+        LoadErrorKind::UndefinedSymbol { path, detail }
+    } else if detail.contains("invalid ELF header")
+        || detail.contains("file too short")
+        || detail.contains("wrong ELF class")
+    {
+        LoadErrorKind::NotSharedLibrary { path, detail }
+    } else {
+        LoadErrorKind::OpenFailed { path, detail }
+    }
+}
+
+/// The names of the app headers a library exports, read from its ELF
+/// dynamic symbol table (exported data objects of an app header's size).
+pub fn exported_apps(path: &Path) -> Vec<String> {
+    let Ok(data) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let Ok(file) = object::File::parse(&*data) else {
+        return Vec::new();
+    };
+    let mut apps: Vec<String> = file
+        .dynamic_symbols()
+        .filter(|s| s.is_definition() && s.is_global() && s.kind() == SymbolKind::Data)
+        .filter(|s| s.size() == plugin_api::host::APP_HEADER_SIZE as u64)
+        .filter_map(|s| s.name().ok().map(str::to_owned))
+        .collect();
+    apps.sort();
+    apps
+}
