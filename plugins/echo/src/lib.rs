@@ -1,1 +1,178 @@
+//! `echo`: a test app that shows what the host hands an app, and that can
+//! be asked to use every part of the interface (or to misbehave).
+//!
+//! It ports no single seed: it is seed 001's `run_with_cgi` turned inside
+//! out, an app that reports the `environ` dict, the `wsgi.input` body and
+//! exercises `start_response`, the write callable and streamed bodies, for the
+//! host's integration tests.
+//!
+//! By `PATH_INFO`:
+//!
+//! | path | answer |
+//! | --- | --- |
+//! | `/stream` | `text/plain`, streamed as `chunk0\n` … `chunk4\n`, no `Content-Length` |
+//! | `/write` | `written-by-write\n` through the write callable, then `returned\n` returned |
+//! | `/status/<code>` | status `<code> <reason>` (`Unknown` for codes not in its table), body `status <code>` |
+//! | `/sleep/<ms>` | sleeps `<ms>` milliseconds (at most 60 000), then `slept <ms>` |
+//! | `/big/<n>` | `n` bytes of `x` (at most 64 MiB), with `Content-Length` |
+//! | `/panic` | panics |
+//! | `/error` | returns an error (the host answers 500) |
+//! | anything else | `application/json`: `{"environ": {…}, "body": "…", "body_length": n}` |
+//!
+//! A malformed number in `/status/`, `/sleep/` or `/big/` gets `400 Bad Request`.
+//!
+//! Exported as `application`: `host ./libecho.so:application`.
 
+use std::io::{Read, Write};
+use std::thread;
+use std::time::Duration;
+
+use plugin_api::{export_app, AppError, Body, Environ, StartResponse};
+use serde_json::{json, Map, Value};
+
+/// The longest `/sleep/<ms>` sleeps, in milliseconds.
+const MAX_SLEEP_MS: u64 = 60_000;
+
+/// The largest `/big/<n>` body, in bytes.
+const MAX_BIG: u64 = 64 * 1024 * 1024;
+
+/// The app: dispatches on `PATH_INFO` as the crate docs describe.
+fn application(environ: &Environ, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    let path = environ.path_info();
+    if let Some(code) = path.strip_prefix("/status/") {
+        return status(code, start_response);
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        return sleep(ms, start_response);
+    }
+    if let Some(size) = path.strip_prefix("/big/") {
+        return big(size, start_response);
+    }
+    match path {
+        "/stream" => {
+            start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
+            Ok(Body::stream((0..5).map(|i| format!("chunk{i}\n"))))
+        }
+        "/write" => {
+            let mut write = start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
+            write.write_all(b"written-by-write\n")?;
+            Ok("returned\n".into())
+        }
+        "/panic" => panic!("echo was asked to panic"),
+        "/error" => Err("echo was asked to fail".into()),
+        _ => echo(environ, start_response),
+    }
+}
+
+/// The JSON report of the environ and the request body.
+fn echo(environ: &Environ, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    let mut body = Vec::new();
+    environ.input().read_to_end(&mut body)?;
+    let vars: Map<String, Value> = environ
+        .vars()
+        .into_iter()
+        .map(|(key, value)| (key.into_owned(), Value::String(value.into_owned())))
+        .collect();
+    let report = json!({
+        "environ": vars,
+        "body": String::from_utf8_lossy(&body),
+        "body_length": body.len(),
+    });
+    let mut text = serde_json::to_vec_pretty(&report)?;
+    text.push(b'\n');
+    start_response.start("200 OK", &[("Content-Type", "application/json")])?;
+    Ok(text.into())
+}
+
+/// `/status/<code>`: that status, with a reason phrase from a small table.
+fn status(code: &str, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    let Some(code) = code.parse::<u16>().ok().filter(|code| (100..=999).contains(code)) else {
+        return bad_request("/status/ takes a status code from 100 to 999", start_response);
+    };
+    let status = format!("{code} {}", reason(code));
+    start_response.start(&status, &[("Content-Type", "text/plain")])?;
+    Ok(format!("status {code}").into())
+}
+
+/// `/sleep/<ms>`: sleeps, then says how long.
+fn sleep(ms: &str, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    let Ok(ms) = ms.parse::<u64>() else {
+        return bad_request("/sleep/ takes a number of milliseconds", start_response);
+    };
+    let ms = ms.min(MAX_SLEEP_MS);
+    thread::sleep(Duration::from_millis(ms));
+    start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
+    Ok(format!("slept {ms}").into())
+}
+
+/// `/big/<n>`: `n` bytes of `x`.
+fn big(size: &str, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    let Ok(size) = size.parse::<u64>() else {
+        return bad_request("/big/ takes a number of bytes", start_response);
+    };
+    let size = size.min(MAX_BIG);
+    let content_length = size.to_string();
+    start_response.start(
+        "200 OK",
+        &[("Content-Type", "text/plain"), ("Content-Length", &content_length)],
+    )?;
+    // `size` is at most MAX_BIG, which fits any usize of 32 bits or more.
+    let size = usize::try_from(size)?;
+    Ok(vec![b'x'; size].into())
+}
+
+/// A `400 Bad Request` saying what was expected.
+fn bad_request(message: &str, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    start_response.start("400 Bad Request", &[("Content-Type", "text/plain")])?;
+    Ok(format!("{message}\n").into())
+}
+
+/// The reason phrase for `code`, or `Unknown`.
+fn reason(code: u16) -> &'static str {
+    match code {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        418 => "I'm a teapot",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+export_app!(application);
+
+#[cfg(test)]
+mod tests {
+    use super::reason;
+
+    #[test]
+    fn reason_phrases() {
+        assert_eq!(reason(404), "Not Found");
+        assert_eq!(reason(503), "Service Unavailable");
+        assert_eq!(reason(299), "Unknown");
+    }
+}
