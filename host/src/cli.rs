@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app_spec::{default_plugin_dirs, AppSpec};
+use crate::config::{AccessLogFormat, BindAddr, FileConfig, Mount, Seconds, Settings, Size};
 use crate::{cgi, loader};
 
 /// A native application server: serves cdylib apps (the WSGI idea, in Rust)
@@ -62,13 +63,97 @@ impl PluginArgs {
     }
 }
 
-/// Options of the default (serving) command.
+/// Options of the default (serving) command. Every option can also be set
+/// in the `--config` file; flags win.
 #[derive(Debug, Clone, Args, Default)]
 pub struct ServeArgs {
     /// The app to serve at `/`, as LIB:SYMBOL (e.g. ./plugins/libctime.so:application).
     pub app: Option<AppSpec>,
+
+    /// Mount another app at a prefix: PREFIX=LIB:SYMBOL (repeatable), e.g. /time=ctime:application.
+    #[arg(long = "mount", value_name = "PREFIX=LIB:SYMBOL")]
+    pub mounts: Vec<Mount>,
+
+    /// Listen address, HOST:PORT or unix:PATH (repeatable) [default: 127.0.0.1:8000].
+    #[arg(long = "bind", short = 'b', value_name = "ADDR")]
+    pub binds: Vec<BindAddr>,
+
+    /// The static site's folder [default: ./html].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_static")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Serve no static files: every request goes to the app (seed 000's app:run).
+    #[arg(long)]
+    pub no_static: bool,
+
     #[command(flatten)]
     pub plugins: PluginArgs,
+
+    /// A TOML config file (keys as in --print-config).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Access log format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub access_log_format: Option<AccessLogFormat>,
+
+    /// Largest request body, e.g. 10MiB (413 beyond) [default: 10MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_body_size: Option<Size>,
+
+    /// Largest request head, e.g. 32KiB (431 beyond) [default: 32KiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_header_size: Option<Size>,
+
+    /// Most request headers (431 beyond) [default: 100].
+    #[arg(long, value_name = "N")]
+    pub max_headers: Option<usize>,
+
+    /// Longest request target, e.g. 8KiB (414 beyond) [default: 8KiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_uri_length: Option<Size>,
+
+    /// Time allowed to send a request head, and keep-alive idle time, e.g. 10s [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub header_timeout: Option<Seconds>,
+
+    /// Time in-flight requests get to finish when stopping, e.g. 30s [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub graceful_timeout: Option<Seconds>,
+}
+
+impl ServeArgs {
+    /// The settings these flags ask for, on top of `file`.
+    pub fn settings(&self, file: FileConfig) -> Result<Settings, String> {
+        let flags = FileConfig {
+            bind: (!self.binds.is_empty()).then(|| self.binds.iter().map(ToString::to_string).collect()),
+            static_dir: self.static_dir.clone(),
+            no_static: self.no_static.then_some(true),
+            plugin_dirs: (!self.plugins.plugin_dirs.is_empty()).then(|| self.plugins.plugin_dirs.clone()),
+            app: self.app.as_ref().map(ToString::to_string),
+            mounts: (!self.mounts.is_empty()).then(|| {
+                self.mounts
+                    .iter()
+                    .map(|m| (m.prefix.clone(), m.app.to_string()))
+                    .collect()
+            }),
+            access_log_format: self.access_log_format,
+            limits: None,
+        };
+        let mut settings = Settings::from_config(file.overlay(flags), default_plugin_dirs())?;
+        let limits = &mut settings.limits;
+        limits.max_body_size = self.max_body_size.unwrap_or(limits.max_body_size);
+        limits.max_header_size = self.max_header_size.unwrap_or(limits.max_header_size);
+        limits.max_headers = self.max_headers.unwrap_or(limits.max_headers);
+        limits.max_uri_length = self.max_uri_length.unwrap_or(limits.max_uri_length);
+        limits.header_timeout = self.header_timeout.unwrap_or(limits.header_timeout);
+        limits.graceful_timeout = self.graceful_timeout.unwrap_or(limits.graceful_timeout);
+        Ok(settings)
+    }
 }
 
 /// A failure that ends the process: the one-line message and the exit code.

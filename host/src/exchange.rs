@@ -45,6 +45,28 @@ pub trait ResponseSink {
     fn abort(&mut self);
 }
 
+/// The request body as the app reads it (`wsgi.input`).
+pub trait RequestBody: Read {
+    /// Set when the body broke a limit: what to answer instead of the
+    /// app's failure.
+    fn refusal(&self) -> Option<Refusal> {
+        None
+    }
+}
+
+/// A request the server refuses, e.g. `413 Payload Too Large`.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The status code.
+    pub status: u16,
+    /// Its reason phrase.
+    pub reason: &'static str,
+    /// What to tell the client, e.g. the option that raises a limit.
+    pub detail: String,
+}
+
+impl<R: Read> RequestBody for std::io::Take<R> {}
+
 /// How an exchange ended, for the access log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -64,7 +86,7 @@ pub struct Exchange<S, I> {
     summary: RefCell<Summary>,
 }
 
-impl<S: ResponseSink, I: Read> Exchange<S, I> {
+impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
     /// An exchange that writes to `sink` and reads the body from `input`.
     pub fn new(sink: S, input: I) -> Self {
         Self {
@@ -153,12 +175,18 @@ impl<S: ResponseSink, I: Read> Exchange<S, I> {
         if self.head.borrow().is_sent() {
             self.sink.borrow_mut().abort();
         } else {
-            let head = ResponseHead {
+            let refusal = self.input.borrow().refusal().unwrap_or_else(|| Refusal {
                 status: 500,
-                reason: "Internal Server Error".to_owned(),
+                reason: "Internal Server Error",
+                detail: "the app failed; the server log says why".to_owned(),
+            });
+            let text = format!("{} {}: {}\n", refusal.status, refusal.reason, refusal.detail);
+            let head = ResponseHead {
+                status: refusal.status,
+                reason: refusal.reason.to_owned(),
                 headers: vec![("Content-Type".to_owned(), "text/plain; charset=utf-8".to_owned())],
             };
-            let body = Chunk::Static(b"500 Internal Server Error: the app failed; the server log says why.\n");
+            let body = Chunk::Copied(text.into_bytes());
             self.record(&head, Some(&body));
             if self.sink.borrow_mut().whole(head, Some(body)).is_err() {
                 self.sink.borrow_mut().abort();
@@ -168,7 +196,7 @@ impl<S: ResponseSink, I: Read> Exchange<S, I> {
     }
 }
 
-impl<S: ResponseSink, I: Read> HostGateway for Exchange<S, I> {
+impl<S: ResponseSink, I: RequestBody> HostGateway for Exchange<S, I> {
     fn start_response(&self, status: &str, headers: &[Header<'_>], exc_info: Option<&str>) -> Result<(), String> {
         let headers = headers.iter().map(|h| (h.name(), h.value()));
         self.head.borrow_mut().start_response(status, headers, exc_info)

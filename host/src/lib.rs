@@ -5,13 +5,19 @@
 //! - [`response_head`]: `start_response`'s rules.
 //! - [`exchange`]: one request/response with an app, over any transport.
 //! - [`cgi`]: CGI mode.
+//! - [`config`]: settings from defaults, the config file and flags.
+//! - [`server`]: the HTTP server; [`serve`]: the serving command.
+//! - [`signals`]: stop signals, in one place.
 //! - [`cli`]: the command line.
 
 pub mod app_spec;
 pub mod cgi;
 pub mod cli;
+pub mod config;
 pub mod exchange;
 pub mod loader;
 pub mod logging;
 pub mod response_head;
 pub mod serve;
+pub mod server;
+pub mod signals;

@@ -34,7 +34,7 @@ pub struct LoadError {
     /// What was asked for.
     pub spec: AppSpec,
     /// What went wrong.
-    pub kind: LoadErrorKind,
+    pub kind: Box<LoadErrorKind>,
 }
 
 /// The problems a load can hit.
@@ -85,7 +85,7 @@ pub enum LoadErrorKind {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let symbol = &self.spec.symbol;
-        match &self.kind {
+        match self.kind.as_ref() {
             LoadErrorKind::NotFound { looked_in } => {
                 let places: Vec<String> = looked_in.iter().map(|p| p.display().to_string()).collect();
                 write!(
@@ -132,9 +132,9 @@ impl std::error::Error for LoadError {}
 /// Finds, opens, checks and initialises the app `spec` names.
 pub fn load(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<LoadedApp, LoadError> {
     let started = Instant::now();
-    let fail = |kind| LoadError {
+    let fail = |kind: LoadErrorKind| LoadError {
         spec: spec.clone(),
-        kind,
+        kind: Box::new(kind),
     };
     let path = spec
         .library

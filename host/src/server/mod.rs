@@ -1,0 +1,192 @@
+//! The HTTP/1.1 server: hyper on tokio, serving the static site and the apps.
+//!
+//! - [`connection`]: listeners and per-connection facts.
+//! - [`router`]: the seeds' routing rule and mounts.
+//! - [`static_files`]: the static site.
+//! - [`app_gateway`]: apps over HTTP.
+//! - [`access_log`], [`body`], [`responses`]: what every response needs.
+
+pub mod access_log;
+pub mod app_gateway;
+pub mod body;
+pub mod connection;
+pub mod responses;
+pub mod router;
+pub mod static_files;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::header::{HeaderValue, SERVER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+
+use self::access_log::{AccessLog, Entry};
+use self::body::Body;
+use self::connection::{ConnInfo, Listener};
+use self::router::{Route, Router};
+use crate::config::Limits;
+use crate::signals::Shutdown;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct ServerState {
+    /// The routing table.
+    pub router: Router,
+    /// The limits in force.
+    pub limits: Limits,
+    /// The access log.
+    pub access_log: Arc<AccessLog>,
+}
+
+const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
+
+/// Serves on `listeners` until `shutdown` says stop, then drains in-flight
+/// requests for up to the graceful timeout.
+pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut shutdown: Shutdown) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut accept_loops = Vec::new();
+    for listener in listeners {
+        let state = state.clone();
+        let graceful = graceful.clone();
+        let stop = stop_rx.clone();
+        accept_loops.push(tokio::spawn(accept_loop(listener, state, graceful, stop)));
+    }
+    shutdown.requested().await;
+    log::info!("shutting down: no new connections; draining in-flight requests");
+    let _ = stop_tx.send(true);
+    for accept_loop in accept_loops {
+        let _ = accept_loop.await;
+    }
+    let graceful = Arc::into_inner(graceful).expect("accept loops ended");
+    let timeout = state.limits.graceful_timeout.0;
+    tokio::select! {
+        () = graceful.shutdown() => log::info!("all requests finished; exiting"),
+        () = tokio::time::sleep(timeout) => log::warn!(
+            "graceful_timeout ({}s) passed with requests still running; exiting anyway",
+            timeout.as_secs()
+        ),
+        () = shutdown.requested() => log::warn!("second stop signal: exiting without waiting"),
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    state: Arc<ServerState>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.limits.header_timeout.0)
+        .max_headers(state.limits.max_headers)
+        .max_header_size(state.limits.max_header_size.0 as usize)
+        .max_buf_size((state.limits.max_header_size.0 as usize).max(8192) + 8192)
+        .keep_alive(true);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let (stream, info) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::error!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let info = Arc::new(info);
+        let state = state.clone();
+        let service = service_fn(move |request| handle(state.clone(), info.clone(), request));
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                log::debug!("connection ended with an error: {e}");
+            }
+        });
+    }
+}
+
+/// One request: limits, routing, then the static site, an app or the 404.
+async fn handle(
+    state: Arc<ServerState>,
+    conn: Arc<ConnInfo>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let log_static = |response: &Response<Body>, request: &Request<hyper::body::Incoming>| {
+        state.access_log.record(&Entry {
+            remote: &conn.remote_addr,
+            method: method.as_str(),
+            target: request.uri().path_and_query().map_or("/", |p| p.as_str()),
+            protocol: app_gateway::protocol(request.version()),
+            status: response.status().as_u16(),
+            bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+            duration: started.elapsed(),
+        });
+    };
+
+    let mut response = if target_len as u64 > state.limits.max_uri_length.0 {
+        log::warn!("refused a {target_len}-byte request target over max_uri_length; raise it with --max-uri-length");
+        responses::error(
+            StatusCode::URI_TOO_LONG,
+            &format!(
+                "the request target exceeds {} bytes (server option --max-uri-length)",
+                state.limits.max_uri_length.0
+            ),
+        )
+    } else {
+        match percent_encoding::percent_decode_str(request.uri().path()).decode_utf8() {
+            Err(_) => responses::error(
+                StatusCode::BAD_REQUEST,
+                "the path is not valid UTF-8 after percent-decoding",
+            ),
+            Ok(path) => match state.router.route(&method, &path) {
+                Route::File(file, meta) => static_files::serve_file(&method, request.headers(), file, meta).await,
+                Route::AddSlash => {
+                    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+                    responses::moved_permanently(&format!("{}/{query}", request.uri().path()))
+                }
+                Route::NotFound => match state.router.site() {
+                    Some(site) => site.not_found(&method).await,
+                    None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
+                },
+                Route::App { mount, path_info } => {
+                    let call = app_gateway::AppCall {
+                        app: mount.app.clone(),
+                        script_name: router::script_name(&mount.prefix).to_owned(),
+                        path_info,
+                        conn: conn.clone(),
+                        max_body_size: state.limits.max_body_size.0,
+                        access_log: state.access_log.clone(),
+                        started,
+                    };
+                    let mut response = app_gateway::serve(call, request).await;
+                    add_server_header(&mut response);
+                    return Ok(response);
+                }
+            },
+        }
+    };
+    log_static(&response, &request);
+    add_server_header(&mut response);
+    Ok(response)
+}
+
+fn add_server_header(response: &mut Response<Body>) {
+    response
+        .headers_mut()
+        .entry(SERVER)
+        .or_insert(HeaderValue::from_static(SERVER_HEADER));
+}

@@ -1,0 +1,109 @@
+//! Which handler a request goes to: the seeds' rule (a GET or HEAD naming a
+//! file under the static folder is served from disk, the rest goes to the
+//! app mounted at the longest matching prefix, else the 404 page).
+
+use std::fs::Metadata;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper::Method;
+
+use super::static_files::{Lookup, StaticSite};
+use crate::loader::LoadedApp;
+
+/// An app at a URL prefix.
+pub struct MountedApp {
+    /// `/` or e.g. `/time` (no trailing slash).
+    pub prefix: String,
+    /// The app.
+    pub app: Arc<LoadedApp>,
+}
+
+/// The routing table.
+pub struct Router {
+    mounts: Vec<MountedApp>,
+    site: Option<StaticSite>,
+}
+
+/// Where one request goes.
+pub enum Route<'r> {
+    /// A file of the static site.
+    File(PathBuf, Metadata),
+    /// A folder asked for without its trailing slash.
+    AddSlash,
+    /// An app, with the path split into `SCRIPT_NAME` and `PATH_INFO`.
+    App {
+        /// The mount.
+        mount: &'r MountedApp,
+        /// `PATH_INFO`.
+        path_info: String,
+    },
+    /// Nothing: the 404 page.
+    NotFound,
+}
+
+impl Router {
+    /// A router; mounts are tried longest prefix first.
+    pub fn new(mut mounts: Vec<MountedApp>, site: Option<StaticSite>) -> Self {
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+        Router { mounts, site }
+    }
+
+    /// The static site, if one is served.
+    pub fn site(&self) -> Option<&StaticSite> {
+        self.site.as_ref()
+    }
+
+    /// Routes a request by method and percent-decoded path.
+    pub fn route(&self, method: &Method, path: &str) -> Route<'_> {
+        if let (Some(site), true) = (&self.site, method == Method::GET || method == Method::HEAD) {
+            match site.lookup(path) {
+                Lookup::File(file, meta) => return Route::File(file, meta),
+                Lookup::AddSlash => return Route::AddSlash,
+                Lookup::Missing => {}
+            }
+        }
+        for mount in &self.mounts {
+            if let Some(path_info) = strip_mount(&mount.prefix, path) {
+                return Route::App {
+                    mount,
+                    path_info: path_info.to_owned(),
+                };
+            }
+        }
+        Route::NotFound
+    }
+}
+
+/// `PATH_INFO` if `path` lies under `prefix` on a segment boundary.
+fn strip_mount<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
+    if prefix == "/" {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// `SCRIPT_NAME` for a mount prefix (empty at the root).
+pub fn script_name(prefix: &str) -> &str {
+    if prefix == "/" {
+        ""
+    } else {
+        prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_match_on_segment_boundaries() {
+        assert_eq!(strip_mount("/time", "/time"), Some(""));
+        assert_eq!(strip_mount("/time", "/time/now"), Some("/now"));
+        assert_eq!(strip_mount("/time", "/timer"), None);
+        assert_eq!(strip_mount("/", "/anything"), Some("/anything"));
+        assert_eq!(script_name("/"), "");
+        assert_eq!(script_name("/time"), "/time");
+    }
+}
