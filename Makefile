@@ -1,0 +1,27 @@
+# The two front-door commands (see README.md):
+#   make run    build everything, then serve the demo site with the ctime app
+#   make test   build everything, then run every test
+CARGO ?= cargo
+HOST := ./target/release/host
+
+.PHONY: build run test clippy
+
+# Builds the workspace and puts each plugin at ./plugins/lib<name>.so. The
+# copy gets a fresh inode (--remove-destination), so a running host that has
+# the old file open is never overwritten in place.
+build:
+	$(CARGO) build --release --workspace
+	@for dir in plugins/*/; do \
+		name=$$(basename "$$dir"); \
+		cp --remove-destination "target/release/lib$$name.so" "plugins/lib$$name.so"; \
+	done
+	@echo "built: $(HOST) and" plugins/lib*.so
+
+run: build
+	$(HOST) ./plugins/libctime.so:application
+
+test: build
+	$(CARGO) test --release --workspace
+
+clippy:
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
