@@ -41,6 +41,13 @@ pub enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// A worker process; started by the master, not by hand.
+    #[command(hide = true)]
+    Worker {
+        /// The generation's settings, written by the master.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Where bare library names are looked up.
@@ -124,6 +131,18 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish when stopping, e.g. 30s [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub graceful_timeout: Option<Seconds>,
+
+    /// Longest a request may run inside the app: 504, and its worker is replaced [default: 30s].
+    #[arg(long = "timeout", value_name = "DURATION")]
+    pub request_timeout: Option<Seconds>,
+
+    /// Worker processes; 0 serves in this process, for debugging [default: one per core].
+    #[arg(long, short = 'w', value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Swap in a rebuilt library when its file changes (validated first, like SIGHUP).
+    #[arg(long)]
+    pub reload: bool,
 }
 
 impl ServeArgs {
@@ -142,6 +161,8 @@ impl ServeArgs {
                     .collect()
             }),
             access_log_format: self.access_log_format,
+            workers: self.workers,
+            reload: self.reload.then_some(true),
             limits: None,
         };
         let mut settings = Settings::from_config(file.overlay(flags), default_plugin_dirs())?;
@@ -152,6 +173,7 @@ impl ServeArgs {
         limits.max_uri_length = self.max_uri_length.unwrap_or(limits.max_uri_length);
         limits.header_timeout = self.header_timeout.unwrap_or(limits.header_timeout);
         limits.graceful_timeout = self.graceful_timeout.unwrap_or(limits.graceful_timeout);
+        limits.request_timeout = self.request_timeout.unwrap_or(limits.request_timeout);
         Ok(settings)
     }
 }
@@ -173,6 +195,14 @@ impl Fatal {
             message: message.to_string(),
         }
     }
+
+    /// A failure that is not the user's input: exit code 1.
+    pub fn internal(message: impl ToString) -> Self {
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
 }
 
 /// Parses the command line, runs it, and maps the result to an exit code.
@@ -180,7 +210,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::logging::init();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(fatal) => {
             eprintln!("error: {}", fatal.message);
             ExitCode::from(fatal.code)
@@ -188,11 +218,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Fatal> {
+fn run(cli: Cli) -> Result<u8, Fatal> {
     match cli.command {
-        Some(Command::Check { app, plugins }) => check(&app, &plugins),
-        Some(Command::Cgi { app, plugins }) => run_cgi(&app, &plugins),
-        None => crate::serve::run(cli.serve),
+        Some(Command::Check { app, plugins }) => check(&app, &plugins).map(|()| 0),
+        Some(Command::Cgi { app, plugins }) => run_cgi(&app, &plugins).map(|()| 0),
+        Some(Command::Worker { config }) => crate::supervisor::worker::run(&config),
+        None => crate::serve::run(cli.serve).map(|()| 0),
     }
 }
 

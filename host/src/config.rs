@@ -234,6 +234,9 @@ pub struct Limits {
     pub header_timeout: Seconds,
     /// Time in-flight requests get to finish on shutdown: `graceful_timeout`.
     pub graceful_timeout: Seconds,
+    /// Longest a request may spend inside the app (504 beyond, and the
+    /// worker is replaced): `request_timeout` / `--timeout`.
+    pub request_timeout: Seconds,
 }
 
 impl Default for Limits {
@@ -245,6 +248,7 @@ impl Default for Limits {
             max_uri_length: Size(8 << 10),
             header_timeout: Seconds(Duration::from_secs(10)),
             graceful_timeout: Seconds(Duration::from_secs(30)),
+            request_timeout: Seconds(Duration::from_secs(30)),
         }
     }
 }
@@ -275,6 +279,12 @@ pub struct FileConfig {
     /// `text`, `json` or `off`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_log_format: Option<AccessLogFormat>,
+    /// Worker processes; 0 serves in this process (for debugging).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// Swap in a rebuilt library when its file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<bool>,
     /// Safety limits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
@@ -352,12 +362,21 @@ pub struct Settings {
     pub mounts: Vec<Mount>,
     /// Access log format.
     pub access_log: AccessLogFormat,
+    /// Worker processes (0: serve in this process).
+    pub workers: usize,
+    /// Swap in rebuilt libraries automatically.
+    pub reload: bool,
     /// Safety limits.
     pub limits: Limits,
 }
 
 /// The default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// The default worker count: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The default static folder.
 pub const DEFAULT_STATIC_DIR: &str = "./html";
 
@@ -374,6 +393,8 @@ impl FileConfig {
             app: over.app.or(self.app),
             mounts: (!mounts.is_empty()).then_some(mounts),
             access_log_format: over.access_log_format.or(self.access_log_format),
+            workers: over.workers.or(self.workers),
+            reload: over.reload.or(self.reload),
             limits: over.limits.or(self.limits),
         }
     }
@@ -413,6 +434,8 @@ impl Settings {
             plugin_dirs: config.plugin_dirs.unwrap_or(default_plugin_dirs),
             mounts,
             access_log: config.access_log_format.unwrap_or_default(),
+            workers: config.workers.unwrap_or_else(default_workers),
+            reload: config.reload.unwrap_or(false),
             limits: config.limits.unwrap_or_default(),
         })
     }
@@ -434,6 +457,8 @@ impl Settings {
                     .collect(),
             ),
             access_log_format: Some(self.access_log),
+            workers: Some(self.workers),
+            reload: Some(self.reload),
             limits: Some(self.limits.clone()),
         }
     }

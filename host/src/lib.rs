@@ -7,7 +7,8 @@
 //! - [`cgi`]: CGI mode.
 //! - [`config`]: settings from defaults, the config file and flags.
 //! - [`server`]: the HTTP server; [`serve`]: the serving command.
-//! - [`signals`]: stop signals, in one place.
+//! - [`supervisor`]: the master and its worker processes.
+//! - [`signals`]: what each signal means, in one place.
 //! - [`cli`]: the command line.
 
 pub mod app_spec;
@@ -21,3 +22,4 @@ pub mod response_head;
 pub mod serve;
 pub mod server;
 pub mod signals;
+pub mod supervisor;

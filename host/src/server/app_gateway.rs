@@ -42,6 +42,10 @@ pub struct AppCall {
     pub access_log: Arc<AccessLog>,
     /// When the request arrived.
     pub started: Instant,
+    /// How long the app may take (`--timeout`).
+    pub deadline: std::time::Duration,
+    /// Called when a request outlives its deadline inside the app.
+    pub on_stuck: super::OnStuck,
 }
 
 /// Runs the app for `request` and returns the response as soon as its head
@@ -56,7 +60,11 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
         return too_large(call.max_body_size);
     }
     let (head_tx, head_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
     let handle = Handle::current();
+    let deadline = call.deadline;
+    let on_stuck = call.on_stuck.clone();
+    let what = format!("{} {}", request.method(), request.uri().path());
     let (parts, body) = request.into_parts();
     tokio::task::spawn_blocking(move || {
         let sink = HttpSink {
@@ -75,13 +83,35 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
             finished: false,
         };
         run_exchange(&call, &parts, sink, input);
+        let _ = done_tx.send(());
     });
-    head_rx.await.unwrap_or_else(|_| {
-        responses::error(
+    tokio::spawn(async move {
+        if tokio::time::timeout(deadline, done_rx).await.is_err() {
+            log::error!(
+                "{what} is still inside the app after the request timeout ({}s, option --timeout) in worker pid {}: answered 504",
+                deadline.as_secs_f64(),
+                std::process::id()
+            );
+            on_stuck();
+        }
+    });
+    match tokio::time::timeout(deadline, head_rx).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => responses::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the app's thread ended without a response",
-        )
-    })
+        ),
+        Err(_) => {
+            let mut response = responses::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the app did not answer within the request timeout (server option --timeout)",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }
 
 fn too_large(limit: u64) -> Response<Body> {

@@ -2,6 +2,7 @@
 //! about each accepted connection.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,29 +27,77 @@ pub struct ConnInfo {
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// A unix socket, removed again on drop.
-    Unix(UnixListener, PathBuf),
+    /// A unix socket, its path, and whether to remove the file on drop.
+    Unix(UnixListener, PathBuf, bool),
 }
 
 /// An accepted connection's stream.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
+/// Binds `addr` as a plain (blocking-mode) socket the process can keep,
+/// pass to workers, or turn into a [`Listener`]; the error names the
+/// address and the option.
+pub fn bind_socket(addr: &BindAddr) -> Result<OwnedFd, String> {
+    let fail = |e: io::Error| format!("cannot listen on {addr}: {e}; choose another --bind address");
+    match addr {
+        BindAddr::Tcp(socket) => Ok(std::net::TcpListener::bind(socket).map_err(fail)?.into()),
+        BindAddr::Unix(path) => {
+            remove_stale_socket(path);
+            Ok(std::os::unix::net::UnixListener::bind(path).map_err(fail)?.into())
+        }
+    }
+}
+
+/// Listening sockets handed down by a parent: systemd's socket activation
+/// (`LISTEN_PID` / `LISTEN_FDS`) or the master (`HOST_LISTEN_FDS`); they
+/// start at fd 3. `None` if there are none.
+pub fn inherited_sockets() -> Option<Vec<OwnedFd>> {
+    let ours = std::env::var("HOST_LISTEN_FDS").ok();
+    let systemd = std::env::var("LISTEN_PID")
+        .ok()
+        .filter(|pid| pid.parse::<u32>().ok() == Some(std::process::id()))
+        .and_then(|_| std::env::var("LISTEN_FDS").ok());
+    let count: i32 = ours.or(systemd)?.parse().ok().filter(|n| *n > 0)?;
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("HOST_LISTEN_FDS");
+    // SAFETY: by the LISTEN_FDS convention these descriptors were opened
+    // for us by the parent and nothing else in this process owns them.
+    Some((0..count).map(|i| unsafe { OwnedFd::from_raw_fd(3 + i) }).collect())
+}
+
 impl Listener {
-    /// Binds `addr`; the error names the address and the option.
+    /// Binds `addr` and listens on it in this process.
     pub fn bind(addr: &BindAddr) -> Result<Listener, String> {
-        let fail = |e: io::Error| format!("cannot listen on {addr}: {e}; choose another --bind address");
-        match addr {
-            BindAddr::Tcp(socket) => {
-                let std_listener = std::net::TcpListener::bind(socket).map_err(fail)?;
-                std_listener.set_nonblocking(true).map_err(fail)?;
-                Ok(Listener::Tcp(TcpListener::from_std(std_listener).map_err(fail)?))
-            }
-            BindAddr::Unix(path) => {
-                remove_stale_socket(path);
-                let listener = UnixListener::bind(path).map_err(fail)?;
-                Ok(Listener::Unix(listener, path.clone()))
-            }
+        let fd = bind_socket(addr)?;
+        let path = match addr {
+            BindAddr::Unix(path) => Some(path.clone()),
+            BindAddr::Tcp(_) => None,
+        };
+        Listener::from_socket(fd, path).map_err(|e| format!("cannot listen on {addr}: {e}"))
+    }
+
+    /// Serves on an already listening socket; a unix socket's file is
+    /// removed on drop only if `owned_path` is given.
+    pub fn from_socket(fd: OwnedFd, owned_path: Option<PathBuf>) -> io::Result<Listener> {
+        if socket_family(&fd)? == libc::AF_UNIX {
+            let listener = std::os::unix::net::UnixListener::from(fd);
+            listener.set_nonblocking(true)?;
+            let path = listener
+                .local_addr()?
+                .as_pathname()
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            Ok(Listener::Unix(
+                UnixListener::from_std(listener)?,
+                path,
+                owned_path.is_some(),
+            ))
+        } else {
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            Ok(Listener::Tcp(TcpListener::from_std(listener)?))
         }
     }
 
@@ -59,7 +108,7 @@ impl Listener {
                 Ok(addr) => format!("http://{addr}/"),
                 Err(_) => "http://?".to_owned(),
             },
-            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+            Listener::Unix(_, path, _) => format!("unix:{}", path.display()),
         }
     }
 
@@ -78,7 +127,7 @@ impl Listener {
                 };
                 Ok((Box::new(stream), info))
             }
-            Listener::Unix(listener, path) => {
+            Listener::Unix(listener, path, _) => {
                 let (stream, _) = listener.accept().await?;
                 let info = ConnInfo {
                     server_name: path.display().to_string(),
@@ -92,9 +141,50 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix(_, path, true) = self {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// The URL clients use for a listening socket.
+pub fn socket_url(fd: &OwnedFd) -> String {
+    let Ok(copy) = fd.try_clone() else {
+        return "?".to_owned();
+    };
+    if socket_family(fd).ok() == Some(libc::AF_UNIX) {
+        let listener = std::os::unix::net::UnixListener::from(copy);
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(PathBuf::from));
+        format!("unix:{}", path.unwrap_or_default().display())
+    } else {
+        let listener = std::net::TcpListener::from(copy);
+        listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| format!("http://{a}/"))
+    }
+}
+
+/// The address family of a socket.
+fn socket_family(fd: &OwnedFd) -> io::Result<libc::c_int> {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` is a writable sockaddr_storage and `len` its size, as
+    // getsockname requires; `fd` is an open descriptor we own.
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(libc::c_int::from(storage.ss_family))
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -31,7 +31,6 @@ use self::body::Body;
 use self::connection::{ConnInfo, Listener};
 use self::router::{Route, Router};
 use crate::config::Limits;
-use crate::signals::Shutdown;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct ServerState {
@@ -41,13 +40,30 @@ pub struct ServerState {
     pub limits: Limits,
     /// The access log.
     pub access_log: Arc<AccessLog>,
+    /// Called when a request outlives `--timeout` inside the app.
+    pub on_stuck: OnStuck,
+}
+
+/// The reaction to a request stuck in the app (a native call cannot be
+/// interrupted): in a worker, retire the worker; in one process, a warning.
+pub type OnStuck = Arc<dyn Fn() + Send + Sync>;
+
+/// How hard the server is asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopLevel {
+    /// Keep serving.
+    Run,
+    /// Stop accepting, finish in-flight requests (up to the graceful timeout).
+    Graceful,
+    /// Stop now.
+    Immediate,
 }
 
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
-/// Serves on `listeners` until `shutdown` says stop, then drains in-flight
+/// Serves on `listeners` until `stop` says so, then drains in-flight
 /// requests for up to the graceful timeout.
-pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut shutdown: Shutdown) {
+pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: watch::Receiver<StopLevel>) {
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_loops = Vec::new();
@@ -57,7 +73,7 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut shutdo
         let stop = stop_rx.clone();
         accept_loops.push(tokio::spawn(accept_loop(listener, state, graceful, stop)));
     }
-    shutdown.requested().await;
+    let _ = stop.wait_for(|level| *level >= StopLevel::Graceful).await;
     log::info!("shutting down: no new connections; draining in-flight requests");
     let _ = stop_tx.send(true);
     for accept_loop in accept_loops {
@@ -71,7 +87,7 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut shutdo
             "graceful_timeout ({}s) passed with requests still running; exiting anyway",
             timeout.as_secs()
         ),
-        () = shutdown.requested() => log::warn!("second stop signal: exiting without waiting"),
+        _ = stop.wait_for(|level| *level == StopLevel::Immediate) => log::warn!("asked to stop now: not waiting for requests"),
     }
 }
 
@@ -171,6 +187,8 @@ async fn handle(
                         max_body_size: state.limits.max_body_size.0,
                         access_log: state.access_log.clone(),
                         started,
+                        deadline: state.limits.request_timeout.0,
+                        on_stuck: state.on_stuck.clone(),
                     };
                     let mut response = app_gateway::serve(call, request).await;
                     add_server_header(&mut response);

@@ -1,0 +1,16 @@
+//! Worker processes under a master, gunicorn-arbiter style: native app code
+//! can segfault, abort or hang, and only a separate process contains that.
+//!
+//! - [`master`]: the supervisor; never loads app code.
+//! - [`worker`]: a worker process.
+//! - [`staging`]: content-addressed copies of the app libraries.
+//! - [`process`]: fork + exec of workers and probes, signals to them.
+//! - [`notify`]: worker → master messages and sd_notify.
+//! - [`watch`]: `--reload`'s file watcher.
+
+pub mod master;
+pub mod notify;
+pub mod process;
+pub mod staging;
+pub mod watch;
+pub mod worker;

@@ -1,0 +1,87 @@
+//! Staging: every library a worker loads is first copied to a private,
+//! content-addressed path. Rebuilding or overwriting the user's file can
+//! then never touch a running worker's mapping, and a changed library always
+//! gets a new path, so dlopen never hands back cached old code (DESIGN-NOTES §3).
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// A private folder of staged libraries, removed when dropped.
+pub struct Stage {
+    dir: PathBuf,
+}
+
+impl Stage {
+    /// Creates the folder (mode 0700) under the system's temp folder.
+    pub fn create() -> io::Result<Stage> {
+        let dir = std::env::temp_dir().join(format!("host-stage-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(Stage { dir })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Copies `source` to `<stage>/<sha256 prefix>-<file name>` unless that
+    /// content is already staged, and returns the staged path.
+    pub fn stage(&self, source: &Path) -> io::Result<PathBuf> {
+        let bytes = fs::read(source)?;
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let name = source
+            .file_name()
+            .map_or_else(|| "lib.so".into(), |n| n.to_string_lossy().into_owned());
+        let staged = self.dir.join(format!("{hex}-{name}"));
+        if staged.exists() {
+            return Ok(staged);
+        }
+        // Write beside, then rename: a staged path is complete or absent.
+        let partial = self.dir.join(format!(".{hex}-{name}.partial"));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o500)
+            .open(&partial)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&partial, &staged)?;
+        Ok(staged)
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_content_same_path_new_content_new_path() {
+        let stage = Stage::create().unwrap();
+        let source = stage.dir().join("source-libx.so");
+        fs::write(&source, b"one").unwrap();
+        let first = stage.stage(&source).unwrap();
+        assert_eq!(stage.stage(&source).unwrap(), first);
+        fs::write(&source, b"two").unwrap();
+        let second = stage.stage(&source).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(fs::read(&first).unwrap(), b"one");
+        assert!(second
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("-source-libx.so"));
+    }
+}

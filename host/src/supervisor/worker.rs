@@ -1,0 +1,80 @@
+//! A worker process (`host worker --config FILE`, started by the master):
+//! loads the staged apps, serves on the inherited sockets, tells the master
+//! when it is ready, and retires itself when a request gets stuck in an app.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::notify::{MasterLink, WorkerMessage};
+use crate::app_spec::default_plugin_dirs;
+use crate::cli::Fatal;
+use crate::config::{FileConfig, Settings};
+use crate::serve::{block_on_runtime, listen, prepare};
+use crate::server::{self, OnStuck, StopLevel};
+use crate::signals::{Event, Signals};
+
+/// The exit code of a worker that retired because a request got stuck.
+pub const EXIT_RETIRED: u8 = 75;
+
+/// Runs a worker until the master (or a signal) stops it.
+pub fn run(config: &Path) -> Result<u8, Fatal> {
+    let file = FileConfig::read(config).map_err(Fatal::usage)?;
+    let settings = Settings::from_config(file, default_plugin_dirs()).map_err(Fatal::usage)?;
+    let link = Arc::new(MasterLink::from_env());
+    let (stop_tx, stop_rx) = watch::channel(StopLevel::Run);
+    let stop_tx = Arc::new(stop_tx);
+    let retired = Arc::new(AtomicBool::new(false));
+
+    let on_stuck: OnStuck = {
+        let (link, stop_tx, retired) = (link.clone(), stop_tx.clone(), retired.clone());
+        Arc::new(move || {
+            if !retired.swap(true, Ordering::SeqCst) {
+                log::warn!(
+                    "worker pid {} retires: a replacement starts, this one drains",
+                    std::process::id()
+                );
+                link.send(WorkerMessage::Retire);
+                stop_tx.send_if_modified(|level| {
+                    let raise = *level < StopLevel::Graceful;
+                    if raise {
+                        *level = StopLevel::Graceful;
+                    }
+                    raise
+                });
+            }
+        })
+    };
+    let state = Arc::new(prepare(&settings, on_stuck)?);
+    block_on_runtime(async move {
+        let listeners = listen(&settings)?;
+        let mut signals = Signals::install().map_err(|e| Fatal::internal(format!("cannot handle signals: {e}")))?;
+        let signal_stop = stop_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let level = match signals.next().await {
+                    Event::GracefulStop => StopLevel::Graceful,
+                    Event::ImmediateStop => StopLevel::Immediate,
+                    Event::Reload => continue, // the master's business
+                };
+                signal_stop.send_if_modified(|current| {
+                    let raise = *current < level;
+                    if raise {
+                        *current = level;
+                    }
+                    raise
+                });
+            }
+        });
+        link.send(WorkerMessage::Ready);
+        log::info!("worker pid {} ready", std::process::id());
+        server::serve(listeners, state, stop_rx).await;
+        Ok(if retired.load(Ordering::SeqCst) {
+            EXIT_RETIRED
+        } else {
+            0
+        })
+    })
+}
