@@ -1,0 +1,335 @@
+//! The harness shared by the host's integration tests: where things are,
+//! the demo plugins, the refusal fixtures (built on first use), and running
+//! `host` as a child process with a timeout.
+//!
+//! Run `cargo build --release --workspace` before `cargo test --release`: the
+//! tests load the demo plugins from the folder of the `host` binary under
+//! test.
+#![allow(dead_code)] // not every test file uses every helper
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub mod server;
+
+/// How long one `host` run may take before it is killed and the test fails.
+pub const HOST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The workspace root (the folder of the root `Cargo.toml`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent folder")
+        .to_path_buf()
+}
+
+/// The `host` binary under test.
+pub fn host_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_host"))
+}
+
+/// The folder of the `host` binary, where the workspace's plugins are built.
+pub fn build_dir() -> PathBuf {
+    host_bin()
+        .parent()
+        .expect("the host binary is in a folder")
+        .to_path_buf()
+}
+
+/// The demo plugin `name` (`ctime`, `hello`, …): `lib<name>.so` beside the
+/// host binary.
+pub fn plugin_lib(name: &str) -> PathBuf {
+    let path = build_dir().join(format!("lib{name}.so"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --release --workspace` first (`cargo build --workspace` for a debug test \
+         run): the tests load the demo plugins from the host binary's folder",
+        path.display()
+    );
+    path
+}
+
+/// `LIB:SYMBOL` for a library path.
+pub fn app_spec(library: &Path, symbol: &str) -> String {
+    format!("{}:{symbol}", library.display())
+}
+
+/// Where the refusal fixtures are built: one target folder shared by all of
+/// them (they share abi_stable's build), apart from the main workspace's.
+pub fn fixtures_target_dir() -> PathBuf {
+    repo_root().join("target").join("fixtures")
+}
+
+/// The refusal fixture `name` (a folder of `fixtures/`, e.g. `plain-c`),
+/// built on first use in this test binary. Each fixture is its own cargo
+/// workspace, so its features never leak into the host's build.
+pub fn fixture_lib(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
+    let cell = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(name.to_owned())
+        .or_default()
+        .clone();
+    // Outside the map's lock: different fixtures may build at once (cargo's
+    // own lock on the target folder orders them). A failed build panics and
+    // leaves the cell empty, so the next test retries and reports it too.
+    cell.get_or_init(|| build_fixture(name)).clone()
+}
+
+fn build_fixture(name: &str) -> PathBuf {
+    let dir = repo_root().join("fixtures").join(name);
+    let manifest = dir.join("Cargo.toml");
+    assert!(manifest.is_file(), "no fixture {}", manifest.display());
+    if name == "next-interface" {
+        stage_next_interface();
+    }
+    let target_dir = fixtures_target_dir();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let started = Instant::now();
+    let output = Command::new(&cargo)
+        .args(["build", "--release", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&dir)
+        // Whatever the outer cargo says about targets must not steer this one.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build fixture {name}: {e}"));
+    assert!(
+        output.status.success(),
+        "building fixture {name} ({}) failed with {}:\n{}",
+        manifest.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("built fixture {name} in {:.1} s", started.elapsed().as_secs_f64());
+    let library = target_dir
+        .join("release")
+        .join(format!("libfixture_{}.so", name.replace('-', "_")));
+    assert!(
+        library.is_file(),
+        "fixture {name} built, but {} is missing",
+        library.display()
+    );
+    library
+}
+
+/// The plugin-api version the host speaks and the next, incompatible one the
+/// `next-interface` fixture is built against.
+pub const HOST_INTERFACE: &str = "0.1.0";
+/// See [`HOST_INTERFACE`].
+pub const NEXT_INTERFACE: &str = "0.2.0";
+
+/// Copies `plugin-api` (Cargo.toml and src/) to
+/// `target/fixtures/src/plugin-api-0.2.0`, changing only its version, and
+/// spelling out what it inherits from the main workspace (the copy is
+/// outside it). Files whose contents did not change are not rewritten, so
+/// cargo does not rebuild the fixture every run.
+fn stage_next_interface() {
+    let source = repo_root().join("plugin-api");
+    let staged = fixtures_target_dir()
+        .join("src")
+        .join(format!("plugin-api-{NEXT_INTERFACE}"));
+    let manifest = std::fs::read_to_string(source.join("Cargo.toml")).expect("read plugin-api/Cargo.toml");
+    let current = format!("version = \"{HOST_INTERFACE}\"");
+    assert!(
+        manifest.lines().any(|line| line.trim() == current),
+        "plugin-api/Cargo.toml no longer says `{current}`: update fixtures/next-interface, HOST_INTERFACE and \
+         NEXT_INTERFACE in host/tests/common/mod.rs to the new interface version"
+    );
+    let root_manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("read the root Cargo.toml");
+    let manifest = inline_workspace_inheritance(&manifest, &root_manifest)
+        .replace(&current, &format!("version = \"{NEXT_INTERFACE}\""));
+    write_if_changed(&staged.join("Cargo.toml"), manifest.as_bytes());
+    sync_dir(&source.join("src"), &staged.join("src"));
+}
+
+/// Replaces `key.workspace = true` and `key = { workspace = true, … }` in a
+/// member's manifest by the values in the root's `[workspace.package]` and
+/// `[workspace.dependencies]`. Handles the simple forms this workspace uses
+/// and panics, naming the line, on anything else.
+fn inline_workspace_inheritance(manifest: &str, root_manifest: &str) -> String {
+    let mut inherited: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut section = "";
+    for line in root_manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line;
+        } else if let Some((key, value)) = line.split_once('=') {
+            let table = match section {
+                "[workspace.package]" => "package",
+                "[workspace.dependencies]" => "dependencies",
+                _ => continue,
+            };
+            inherited.insert((table, key.trim()), value.trim());
+        }
+    }
+
+    let mut out = String::new();
+    let mut section = "";
+    for line in manifest.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed;
+        }
+        let table = if section == "[package]" {
+            "package"
+        } else if section.ends_with("dependencies]") {
+            "dependencies"
+        } else {
+            ""
+        };
+        let resolved = if let Some(key) = trimmed.strip_suffix(".workspace = true") {
+            let value = inherited
+                .get(&(table, key))
+                .unwrap_or_else(|| panic!("plugin-api inherits `{key}`, which the root Cargo.toml does not define"));
+            assert!(
+                !value.contains("path"),
+                "cannot copy plugin-api: it inherits the path dependency `{key} = {value}`"
+            );
+            format!("{key} = {value}")
+        } else if trimmed.contains("workspace = true") {
+            panic!("cannot inline this line of plugin-api/Cargo.toml, extend host/tests/common/mod.rs: {trimmed}");
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&resolved);
+        out.push('\n');
+    }
+    out
+}
+
+fn write_if_changed(path: &Path, contents: &[u8]) {
+    if std::fs::read(path).ok().as_deref() == Some(contents) {
+        return;
+    }
+    std::fs::create_dir_all(path.parent().expect("a file in a folder")).expect("create folder");
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// Makes `to` a copy of `from`: changed files rewritten, stale ones removed.
+fn sync_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create folder");
+    let mut wanted = Vec::new();
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display())) {
+        let entry = entry.expect("folder entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            sync_dir(&entry.path(), &target);
+        } else {
+            write_if_changed(&target, &std::fs::read(entry.path()).expect("read source file"));
+        }
+        wanted.push(entry.file_name());
+    }
+    for entry in std::fs::read_dir(to).expect("read staged folder") {
+        let entry = entry.expect("folder entry");
+        if !wanted.contains(&entry.file_name()) {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+        }
+    }
+}
+
+/// Runs `host` with `args`, the environment cleared and set to `env`, `stdin`
+/// as its standard input, in the repository root. See [`run_host_in`].
+pub fn run_host<A: AsRef<OsStr>>(args: &[A], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    run_host_in(&repo_root(), args, env, stdin)
+}
+
+/// Runs `host` in `dir` as [`run_host`] does. The child is killed after
+/// [`HOST_TIMEOUT`] and the test fails, so a hang cannot block the run.
+/// Input the host does not read is dropped (a broken pipe is no error).
+pub fn run_host_in<A: AsRef<OsStr>>(dir: &Path, args: &[A], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut command = Command::new(host_bin());
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let described = format!("{command:?}");
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", host_bin().display()));
+
+    let mut child_stdin = child.stdin.take().expect("piped stdin");
+    let input = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        // The host may exit without reading it all: that is its right.
+        let _ = child_stdin.write_all(&input);
+    });
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+
+    let deadline = Instant::now() + HOST_TIMEOUT;
+    let status: ExitStatus = loop {
+        match child.try_wait().expect("wait for host") {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = writer.join();
+                let stdout = stdout.join().unwrap_or_default();
+                let stderr = stderr.join().unwrap_or_default();
+                panic!(
+                    "host did not finish within {HOST_TIMEOUT:?} and was killed: {described}\n--- stdout:\n{}\n--- \
+                     stderr:\n{}",
+                    String::from_utf8_lossy(&stdout),
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            None => thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// stdout and stderr of a run, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "exit: {}\n--- stdout:\n{}\n--- stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The run's stderr as text.
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The run's stdout as text.
+pub fn stdout_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
