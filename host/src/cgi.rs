@@ -47,7 +47,7 @@ pub fn run(app: &LoadedApp, env: &HashMap<String, String>, stdin: impl Read, std
     // CGI: the body is exactly CONTENT_LENGTH bytes of stdin.
     let body_length = var("CONTENT_LENGTH").trim().parse().unwrap_or(0);
     let sink = CgiSink { out: stdout };
-    Exchange::new(sink, stdin.take(body_length)).run(&app.app, &vars, &headers)
+    Exchange::new(sink, stdin.take(body_length)).run(app, &vars, &headers)
 }
 
 /// `HTTP_USER_AGENT` → `user-agent`; `CONTENT_TYPE` / `CONTENT_LENGTH` too.

@@ -5,7 +5,9 @@
 use std::cell::RefCell;
 use std::io::Read;
 
-use plugin_api::host::{App, Header, HostGateway, PluginBytes, RequestVars, ResponseBody};
+use plugin_api::host::{Header, HostGateway, PluginBytes, RequestVars, ResponseBody};
+
+use crate::loader::LoadedApp;
 
 use crate::response_head::{HeadState, ResponseHead};
 
@@ -98,12 +100,13 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
     }
 
     /// Calls the app, pumps its body into the sink, always closes it.
-    pub fn run(self, app: &App, vars: &RequestVars<'_>, headers: &[Header<'_>]) -> Summary {
-        let result = app.call(vars, headers, &self);
-        self.finish(result)
+    pub fn run(self, app: &LoadedApp, vars: &RequestVars<'_>, headers: &[Header<'_>]) -> Summary {
+        let result = app.app.call(vars, headers, &self);
+        let context = || format!("{} {}{} ({})", vars.method, vars.script_name, vars.path_info, app.spec);
+        self.finish(result, context)
     }
 
-    fn finish(self, result: Result<ResponseBody, String>) -> Summary {
+    fn finish(self, result: Result<ResponseBody, String>, context: impl Fn() -> String) -> Summary {
         let outcome = match result {
             Ok(ResponseBody::Empty) => self.send_whole(None),
             Ok(ResponseBody::Static(bytes)) => self.send_whole(Some(Chunk::Static(bytes))),
@@ -116,6 +119,7 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
             Err(app_error) => Err(app_error),
         };
         if let Err(problem) = outcome {
+            log::error!("{}: {problem}", context());
             self.fail(problem);
         }
         self.summary.into_inner()
@@ -171,7 +175,6 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
 
     /// The app failed: a 500 if nothing was sent yet, else cut the response.
     fn fail(&self, problem: String) {
-        log::error!("{problem}");
         if self.head.borrow().is_sent() {
             self.sink.borrow_mut().abort();
         } else {

@@ -210,6 +210,11 @@ fn classify_open_error(path: &Path, error: &libloading::Error) -> LoadErrorKind 
     let detail = std::error::Error::source(error)
         .map(ToString::to_string)
         .unwrap_or_else(|| error.to_string());
+    // dlerror repeats the path: "PATH: undefined symbol: x".
+    let detail = detail
+        .strip_prefix(&format!("{}: ", path.display()))
+        .map(str::to_owned)
+        .unwrap_or(detail);
     let path = path.to_path_buf();
     if detail.contains("undefined symbol") {
         LoadErrorKind::UndefinedSymbol { path, detail }

@@ -267,20 +267,31 @@ impl CheckError {
     }
 }
 
-/// The first line of abi_stable's report that names a concrete difference.
+/// The first concrete difference in abi_stable's report, e.g.
+/// "RawEnviron: incompatible type size (expected 184, found 192)".
 fn layout_summary(report: &str) -> String {
-    const MARKERS: [&str; 4] = ["incompatible", "mismatched", "different", "expected"];
-    report
-        .lines()
-        .map(str::trim)
-        .find(|line| {
-            let lower = line.to_ascii_lowercase();
-            MARKERS.iter().any(|m| lower.contains(m))
-        })
-        .unwrap_or("type layouts differ")
-        .chars()
-        .take(160)
-        .collect()
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let Some(at) = lines.iter().position(|l| l.starts_with("Error:")) else {
+        return "type layouts differ".to_owned();
+    };
+    let problem = lines[at].trim_start_matches("Error:").trim();
+    // The type is named right after the last "Layout of expected type:".
+    let type_name = lines[..at]
+        .iter()
+        .rposition(|l| l.starts_with("Layout of expected type"))
+        .and_then(|heading| lines[heading..at].iter().find_map(|l| l.strip_prefix("type:")));
+    let value_after = |label: &str| {
+        let from = lines[at..].iter().position(|l| *l == label)? + at + 1;
+        lines[from..].iter().find(|l| !l.is_empty()).copied()
+    };
+    let mut summary = match type_name {
+        Some(name) => format!("{}: {problem}", name.trim()),
+        None => problem.to_owned(),
+    };
+    if let (Some(expected), Some(found)) = (value_after("Expected:"), value_after("Found:")) {
+        summary.push_str(&format!(" (expected {expected}, found {found})"));
+    }
+    summary.chars().take(200).collect()
 }
 
 impl fmt::Display for CheckError {

@@ -163,7 +163,7 @@ fn run_exchange(call: &AppCall, parts: &hyper::http::request::Parts, sink: HttpS
         multiprocess: false,
         run_once: false,
     };
-    let summary = Exchange::new(sink, input).run(&call.app.app, &vars, &headers);
+    let summary = Exchange::new(sink, input).run(&call.app, &vars, &headers);
     call.access_log.record(&Entry {
         remote: &conn.remote_addr,
         method: parts.method.as_str(),

@@ -59,6 +59,9 @@ pub enum StopLevel {
     Immediate,
 }
 
+/// Time between the last accept and asking connections to finish.
+const ACCEPT_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
 /// Serves on `listeners` until `stop` says so, then drains in-flight
@@ -79,6 +82,10 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: 
     for accept_loop in accept_loops {
         let _ = accept_loop.await;
     }
+    // hyper closes a connection at once if its request head has not been
+    // read yet; one accepted a moment ago has its request on the way, so
+    // let such connections get it in before asking them to finish.
+    tokio::time::sleep(ACCEPT_SETTLE).await;
     let graceful = Arc::into_inner(graceful).expect("accept loops ended");
     let timeout = state.limits.graceful_timeout.0;
     tokio::select! {

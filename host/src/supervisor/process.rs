@@ -83,13 +83,16 @@ fn place_fds(fds: &[RawFd]) -> io::Result<()> {
 }
 
 /// Runs `exe check LIB:SYMBOL` in a throw-away process: the app is loaded,
-/// checked and initialised there, so a crash cannot hurt the master.
+/// checked and initialised there, so a crash cannot hurt the master. The
+/// probe has `HOST_PROBE=1` in its environment, so an app can skip side
+/// effects (connecting to a database, …) while it is only being validated.
 /// `Err` is the refusal (the probe's one-line message) or the crash.
 pub async fn probe(exe: &Path, app: &str) -> Result<(), String> {
     let run = Command::new(exe)
         .arg("check")
         .arg(app)
         .env("RUST_LOG", "error")
+        .env("HOST_PROBE", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
