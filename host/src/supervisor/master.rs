@@ -196,30 +196,12 @@ impl Master {
             .collect()
     }
 
-    /// Stages and probes every app, writes the workers' config, starts them.
+    /// Starts the first generation and waits until it serves: until then
+    /// there is nothing to keep running if it fails.
     async fn start_generation(&mut self, trigger: &'static str) -> Result<(), String> {
-        let since = Instant::now();
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let config = self.prepare(generation).await?;
-        for _ in 0..self.settings.workers {
-            self.spawn(generation, &config, None)?;
-        }
-        log::info!(
-            "generation {generation}: started {} workers ({trigger})",
-            self.settings.workers
-        );
-        self.pending = Some(Pending {
-            generation,
-            config,
-            trigger,
-            since,
-            deadline: since + START_TIMEOUT,
-        });
-        // The first generation is awaited here: until it serves, there is
-        // nothing to keep running if it fails.
+        self.begin_generation(trigger).await?;
         while self.generation == 0 {
-            let deadline = self.pending.as_ref().map_or(since + START_TIMEOUT, |p| p.deadline);
+            let deadline = self.pending.as_ref().map_or_else(Instant::now, |p| p.deadline);
             tokio::select! {
                 Some(event) = self.events_rx.recv() => self.on_event(event).await.map_err(|f| f.message)?,
                 () = sleep_until(deadline.into()) => {
@@ -227,6 +209,33 @@ impl Master {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Stages and probes every app, writes the workers' config and starts a
+    /// new generation; it serves once all its workers are ready.
+    async fn begin_generation(&mut self, trigger: &'static str) -> Result<(), String> {
+        let since = Instant::now();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let config = self.prepare(generation).await?;
+        self.pending = Some(Pending {
+            generation,
+            config: config.clone(),
+            trigger,
+            since,
+            deadline: since + START_TIMEOUT,
+        });
+        for _ in 0..self.settings.workers {
+            if let Err(e) = self.spawn(generation, &config, None) {
+                self.abandon_pending(&e).map_err(|f| f.message)?;
+                return Err(e);
+            }
+        }
+        log::info!(
+            "generation {generation}: started {} workers ({trigger})",
+            self.settings.workers
+        );
         Ok(())
     }
 
@@ -396,32 +405,13 @@ impl Master {
         }
         sd_notify(&reloading_message());
         log::info!("{trigger}: validating the apps for a new generation");
-        let since = Instant::now();
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let config = match self.prepare(generation).await {
-            Ok(config) => config,
-            Err(reason) => {
-                log::error!(
-                    "{trigger}: not swapping, generation {} keeps serving: {reason}",
-                    self.generation
-                );
-                sd_notify("READY=1");
-                return;
-            }
-        };
-        for _ in 0..self.settings.workers {
-            if let Err(e) = self.spawn(generation, &config, None) {
-                log::error!("{trigger}: {e}");
-            }
+        if let Err(reason) = self.begin_generation(trigger).await {
+            log::error!(
+                "{trigger}: not swapping, generation {} keeps serving: {reason}",
+                self.generation
+            );
+            sd_notify("READY=1");
         }
-        self.pending = Some(Pending {
-            generation,
-            config,
-            trigger,
-            since,
-            deadline: since + START_TIMEOUT,
-        });
     }
 
     fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Result<(), Fatal> {
