@@ -92,9 +92,9 @@ fn parse_head<'h>(status: &str, headers: impl Iterator<Item = (&'h str, &'h str)
     let code = Some(code)
         .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|c| c.parse::<u16>().ok())
-        .filter(|c| (100..=599).contains(c))
+        .filter(|c| (200..=599).contains(c))
         .ok_or_else(|| {
-            format!("invalid status {status:?}: it must start with a 3-digit code 100-599, e.g. \"200 OK\"")
+            format!("invalid status {status:?}: it must start with a 3-digit code 200-599 (1xx are the server's), e.g. \"200 OK\"")
         })?;
     if reason.chars().any(|c| c.is_control() && c != '\t') {
         return Err(format!(
@@ -155,7 +155,16 @@ mod tests {
 
     #[test]
     fn bad_status_and_headers_are_refused_and_remembered() {
-        for status in ["OK", "20 OK", "2000 OK", "600 Nope", "099 X", "200\r\nX: y", "+20 OK"] {
+        for status in [
+            "OK",
+            "20 OK",
+            "2000 OK",
+            "600 Nope",
+            "099 X",
+            "101 Switching",
+            "200\r\nX: y",
+            "+20 OK",
+        ] {
             let mut state = HeadState::default();
             assert!(start(&mut state, status, &[], None).is_err(), "{status}");
             assert!(state.take_for_sending().is_err(), "{status}");

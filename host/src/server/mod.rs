@@ -178,8 +178,10 @@ async fn handle(
             Ok(path) => match state.router.route(&method, &path) {
                 Route::File(file, meta) => static_files::serve_file(&method, request.headers(), file, meta).await,
                 Route::AddSlash => {
+                    // One leading slash: "//name/" would send the browser to another host.
+                    let path = request.uri().path().trim_start_matches('/');
                     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-                    responses::moved_permanently(&format!("{}/{query}", request.uri().path()))
+                    responses::moved_permanently(&format!("/{path}/{query}"))
                 }
                 Route::NotFound => match state.router.site() {
                     Some(site) => site.not_found(&method).await,

@@ -94,12 +94,14 @@ impl StaticSite {
         let page = self.root.join("404.html");
         match tokio::fs::read(&page).await {
             Ok(html) => {
+                let length = HeaderValue::from(html.len());
                 let mut response = Response::new(if method == Method::HEAD {
                     Body::Empty
                 } else {
                     Body::full(html)
                 });
                 *response.status_mut() = StatusCode::NOT_FOUND;
+                response.headers_mut().insert(header::CONTENT_LENGTH, length);
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/html; charset=utf-8"),

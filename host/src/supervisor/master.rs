@@ -502,6 +502,9 @@ impl Master {
     async fn stop(&mut self, signals: &mut Signals) -> Result<(), Fatal> {
         sd_notify("STOPPING=1");
         log::info!("stopping: draining {} workers", self.workers.len());
+        // Our copies of the listening sockets go now; the workers close
+        // theirs as they stop accepting, so new connections are refused.
+        self.sockets.clear();
         self.pending = None;
         for (pid, worker) in &mut self.workers {
             worker.phase = Phase::Draining;

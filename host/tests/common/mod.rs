@@ -333,3 +333,58 @@ pub fn stderr_text(output: &Output) -> String {
 pub fn stdout_text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// The `swap` fixture (`fixtures/swap`) built with `SWAP_VERSION=version`
+/// (its answer), copied to `target/fixtures/swap-<version>.so`. Built once
+/// per version in this test binary; builds are serialized, because every
+/// version is built into the same `target/fixtures/release/libswap.so`
+/// (cargo rebuilds when `SWAP_VERSION` changes: `option_env!` is tracked).
+pub fn swap_lib(version: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let copy = fixtures_target_dir().join(format!("swap-{version}.so"));
+    if built.iter().any(|v| v == version) {
+        return copy;
+    }
+    let dir = repo_root().join("fixtures").join("swap");
+    let manifest = dir.join("Cargo.toml");
+    let target_dir = fixtures_target_dir();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let started = Instant::now();
+    let output = Command::new(&cargo)
+        .args(["build", "--release", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&dir)
+        .env("SWAP_VERSION", version)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the swap fixture: {e}"));
+    assert!(
+        output.status.success(),
+        "building the swap fixture with SWAP_VERSION={version} failed with {}:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let library = target_dir.join("release").join("libswap.so");
+    let bytes =
+        std::fs::read(&library).unwrap_or_else(|e| panic!("swap fixture built, but {}: {e}", library.display()));
+    assert!(
+        bytes.windows(version.len()).any(|w| w == version.as_bytes()),
+        "{} does not contain {version:?}: was it rebuilt by another process meanwhile?",
+        library.display()
+    );
+    // Write beside, then rename: a copy is complete or absent.
+    let partial = fixtures_target_dir().join(format!(".swap-{version}.so.{}", std::process::id()));
+    std::fs::write(&partial, &bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", partial.display()));
+    std::fs::rename(&partial, &copy).unwrap_or_else(|e| panic!("cannot write {}: {e}", copy.display()));
+    eprintln!(
+        "built the swap fixture (SWAP_VERSION={version}) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    built.push(version.to_owned());
+    copy
+}
