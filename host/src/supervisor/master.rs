@@ -382,8 +382,15 @@ impl Master {
         };
         for (pid, worker) in &mut self.workers {
             if worker.generation == pending.generation {
+                // A ready worker may already be serving requests from the
+                // shared sockets: let it finish them. One still starting has none.
+                let signal = if worker.phase == Phase::Ready {
+                    libc::SIGTERM
+                } else {
+                    libc::SIGKILL
+                };
                 worker.phase = Phase::Draining;
-                send_signal(*pid, libc::SIGKILL);
+                send_signal(*pid, signal);
             }
         }
         if self.generation == 0 {
@@ -420,15 +427,17 @@ impl Master {
         };
         let how = describe_exit(status);
         if worker.phase == Phase::Draining {
-            log::info!(
-                "worker pid {pid} (generation {}) finished draining ({how})",
-                worker.generation
-            );
+            let ended = if status.success() {
+                "finished draining"
+            } else {
+                "stopped"
+            };
+            log::info!("worker pid {pid} (generation {}) {ended} ({how})", worker.generation);
             return Ok(());
         }
         if self.pending.as_ref().is_some_and(|p| p.generation == worker.generation) {
-            log::error!("worker pid {pid} of the new generation died at start ({how})");
-            return self.abandon_pending(&format!("worker pid {pid} died at start ({how})"));
+            log::error!("worker pid {pid} of the new generation died before it took over ({how})");
+            return self.abandon_pending(&format!("worker pid {pid} died before it took over ({how})"));
         }
         if worker.generation != self.generation {
             return Ok(());

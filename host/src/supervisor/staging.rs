@@ -10,15 +10,20 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+/// Staging folders are named this plus the master's pid.
+const PREFIX: &str = "host-stage-";
+
 /// A private folder of staged libraries, removed when dropped.
 pub struct Stage {
     dir: PathBuf,
 }
 
 impl Stage {
-    /// Creates the folder (mode 0700) under the system's temp folder.
+    /// Creates the folder (mode 0700) under the system's temp folder, and
+    /// removes those of masters that died without cleaning up.
     pub fn create() -> io::Result<Stage> {
-        let dir = std::env::temp_dir().join(format!("host-stage-{}", std::process::id()));
+        remove_orphans();
+        let dir = std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
         Ok(Stage { dir })
@@ -54,6 +59,29 @@ impl Stage {
         file.sync_all()?;
         fs::rename(&partial, &staged)?;
         Ok(staged)
+    }
+}
+
+/// Removes the staging folders of processes that no longer exist (a master
+/// killed with SIGKILL cannot clean up after itself).
+fn remove_orphans() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        let ours = entry.metadata().is_ok_and(|m| m.uid() == me);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
