@@ -537,8 +537,9 @@ fn swap_v1_to_v2_drops_nothing() {
     let load = Load::start(server.addr, "/", CLIENTS, Duration::ZERO);
     thread::sleep(Duration::from_millis(200));
     let mut latencies = Vec::new();
-    for (round, (version, file)) in [("v2", &v2), ("v1", &v1), ("v2", &v2), ("v1", &v1), ("v2", &v2)]
-        .into_iter()
+    const SWAPS: usize = 10;
+    for (round, (version, file)) in (0..SWAPS)
+        .map(|i| if i % 2 == 0 { ("v2", &v2) } else { ("v1", &v1) })
         .enumerate()
     {
         let old = worker_pids(master);
@@ -614,7 +615,7 @@ fn swap_v1_to_v2_drops_nothing() {
     let failed = records.iter().filter(|r| !r.ok()).count();
     let max = latencies.iter().max().copied().unwrap_or_default();
     println!(
-        "5 swaps under load ({CLIENTS} clients, one request per connection): {sent} requests sent, {failed} failed; \
+        "{SWAPS} swaps under load ({CLIENTS} clients, one request per connection): {sent} requests sent, {failed} failed; \
          SIGHUP → first new answer: {:?} ms, max {:.1} ms",
         latencies
             .iter()
@@ -628,8 +629,8 @@ fn swap_v1_to_v2_drops_nothing() {
     assert_eq!(failed, 0, "requests failed during swaps: {:?}", failures(&records));
     assert_eq!(
         server.log().matches(" serving, ").count(),
-        5,
-        "five generations after the first one:\n{}",
+        SWAPS,
+        "one new generation per swap:\n{}",
         server.log()
     );
     stop(&mut server);
