@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::app_spec::LibraryRef;
 use crate::cli::{Fatal, ServeArgs};
 use crate::config::{FileConfig, Settings};
 use crate::loader::{self, LoadedApp};
@@ -113,10 +114,13 @@ pub fn prepare(settings: &Settings, on_stuck: OnStuck) -> Result<ServerState, Fa
             Some(app) => app.clone(),
             None => {
                 let app = Arc::new(loader::load(&mount.app, &settings.plugin_dirs).map_err(Fatal::usage)?);
+                let from = match &mount.app.library {
+                    LibraryRef::Name(_) => format!(" from {}", app.path.display()),
+                    LibraryRef::Path(_) => String::new(),
+                };
                 log::info!(
-                    "loaded {} from {} (plugin-api {}, {:.2} ms)",
+                    "loaded {}{from} (plugin-api {}, {:.2} ms)",
                     mount.app,
-                    app.path.display(),
                     app.app.interface_version(),
                     app.load_time.as_secs_f64() * 1e3
                 );
