@@ -92,27 +92,8 @@ fn build_fixture(name: &str) -> PathBuf {
         stage_next_interface();
     }
     let target_dir = fixtures_target_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let started = Instant::now();
-    let output = Command::new(&cargo)
-        .args(["build", "--release", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&dir)
-        // Whatever the outer cargo says about targets must not steer this one.
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build fixture {name}: {e}"));
-    assert!(
-        output.status.success(),
-        "building fixture {name} ({}) failed with {}:\n{}",
-        manifest.display(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    cargo_build(&manifest, &[]);
     eprintln!("built fixture {name} in {:.1} s", started.elapsed().as_secs_f64());
     let library = target_dir
         .join("release")
@@ -123,6 +104,32 @@ fn build_fixture(name: &str) -> PathBuf {
         library.display()
     );
     library
+}
+
+/// `cargo build --release` of a fixture workspace into `target/fixtures`,
+/// with `env` set; panics with cargo's output if it fails.
+fn cargo_build(manifest: &Path, env: &[(&str, &str)]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(&cargo)
+        .args(["build", "--release", "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(fixtures_target_dir())
+        .current_dir(manifest.parent().expect("a manifest has a folder"))
+        .envs(env.iter().copied())
+        // Whatever the outer cargo says about targets must not steer this one.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {}: {e}", manifest.display()));
+    assert!(
+        output.status.success(),
+        "building {} ({env:?}) failed with {}:\n{}",
+        manifest.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The plugin-api version the host speaks and the next, incompatible one the
@@ -346,29 +353,10 @@ pub fn swap_lib(version: &str) -> PathBuf {
     if built.iter().any(|v| v == version) {
         return copy;
     }
-    let dir = repo_root().join("fixtures").join("swap");
-    let manifest = dir.join("Cargo.toml");
+    let manifest = repo_root().join("fixtures").join("swap").join("Cargo.toml");
     let target_dir = fixtures_target_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let started = Instant::now();
-    let output = Command::new(&cargo)
-        .args(["build", "--release", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&dir)
-        .env("SWAP_VERSION", version)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the swap fixture: {e}"));
-    assert!(
-        output.status.success(),
-        "building the swap fixture with SWAP_VERSION={version} failed with {}:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    cargo_build(&manifest, &[("SWAP_VERSION", version)]);
     let library = target_dir.join("release").join("libswap.so");
     let bytes =
         std::fs::read(&library).unwrap_or_else(|e| panic!("swap fixture built, but {}: {e}", library.display()));
