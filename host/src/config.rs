@@ -115,9 +115,8 @@ impl FromStr for Size {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        let (number, unit) = number_and_unit(text);
+        let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" | "kib" => 1 << 10,
             "m" | "mb" | "mib" => 1 << 20,
@@ -131,6 +130,15 @@ impl FromStr for Size {
             .map(Size)
             .ok_or_else(|| format!("'{text}' is not a size: write bytes or e.g. 64KiB, 10MiB"))
     }
+}
+
+/// `"10MiB"` → `("10", "MiB")`, `"1.5s"` → `("1.5", "s")`.
+fn number_and_unit(text: &str) -> (&str, &str) {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    (number, unit.trim())
 }
 
 impl From<Size> for String {
@@ -168,10 +176,7 @@ impl FromStr for Seconds {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
+        let (number, unit) = number_and_unit(text);
         let scale = match unit {
             "" | "s" => 1.0,
             "ms" => 1e-3,
@@ -353,9 +358,6 @@ pub struct Settings {
     pub binds: Vec<BindAddr>,
     /// The static site's folder; `None` sends everything to the apps.
     pub static_dir: Option<PathBuf>,
-    /// Whether `static_dir` was chosen explicitly (a missing default is
-    /// only a warning).
-    pub static_dir_explicit: bool,
     /// Where bare library names are looked up.
     pub plugin_dirs: Vec<PathBuf>,
     /// Apps and their prefixes.
@@ -422,15 +424,19 @@ impl Settings {
                 return Err(format!("two apps are mounted at {}: keep one", mount.prefix));
             }
         }
-        let static_dir_explicit = config.static_dir.is_some();
-        let static_dir = match config.no_static {
-            Some(true) => None,
-            _ => Some(config.static_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATIC_DIR))),
+        let static_dir = match (config.no_static, config.static_dir) {
+            (Some(true), _) => None,
+            (_, Some(dir)) => Some(dir),
+            // The default folder is optional: without it, serve the apps alone.
+            (_, None) if Path::new(DEFAULT_STATIC_DIR).is_dir() => Some(PathBuf::from(DEFAULT_STATIC_DIR)),
+            (_, None) => {
+                log::warn!("no static folder at {DEFAULT_STATIC_DIR}: serving apps only (pass --static-dir DIR)");
+                None
+            }
         };
         Ok(Settings {
             binds,
             static_dir,
-            static_dir_explicit,
             plugin_dirs: config.plugin_dirs.unwrap_or(default_plugin_dirs),
             mounts,
             access_log: config.access_log_format.unwrap_or_default(),

@@ -133,17 +133,12 @@ pub fn prepare(settings: &Settings, on_stuck: OnStuck) -> Result<ServerState, Fa
             app,
         });
     }
-    let site = match &settings.static_dir {
-        Some(dir) if !settings.static_dir_explicit && !dir.exists() => {
-            log::warn!(
-                "no static folder at {}: serving apps only (pass --static-dir DIR)",
-                dir.display()
-            );
-            None
-        }
-        Some(dir) => Some(StaticSite::new(dir).map_err(Fatal::usage)?),
-        None => None,
-    };
+    let site = settings
+        .static_dir
+        .as_deref()
+        .map(StaticSite::new)
+        .transpose()
+        .map_err(Fatal::usage)?;
     if site.is_none() && mounts.is_empty() {
         return Err(Fatal::usage(
             "nothing to serve: name an app (LIB:SYMBOL) or a static folder (--static-dir DIR)",

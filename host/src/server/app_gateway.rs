@@ -64,7 +64,7 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
     let handle = Handle::current();
     let deadline = call.deadline;
     let on_stuck = call.on_stuck.clone();
-    let what = format!("{} {}", request.method(), request.uri().path());
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let (parts, body) = request.into_parts();
     tokio::task::spawn_blocking(move || {
         let sink = HttpSink {
@@ -88,7 +88,8 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
     tokio::spawn(async move {
         if tokio::time::timeout(deadline, done_rx).await.is_err() {
             log::error!(
-                "{what} is still inside the app after the request timeout ({}s, option --timeout) in worker pid {}: answered 504",
+                "{method} {} is still inside the app after the request timeout ({}s, option --timeout) in worker pid {}: answered 504",
+                uri.path(),
                 deadline.as_secs_f64(),
                 std::process::id()
             );
@@ -125,24 +126,21 @@ fn too_large(limit: u64) -> Response<Body> {
 /// Builds the environ from the request and runs the exchange (blocking).
 fn run_exchange(call: &AppCall, parts: &hyper::http::request::Parts, sink: HttpSink, input: BodyReader) {
     // Header values are passed as UTF-8; the rare value that is not gets a
-    // lossy copy.
-    let repaired: Vec<Option<String>> = parts
+    // lossy copy (no allocation when every value is fine).
+    let repaired: Vec<String> = parts
         .headers
         .values()
-        .map(|v| {
-            std::str::from_utf8(v.as_bytes())
-                .err()
-                .map(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        })
+        .filter(|v| std::str::from_utf8(v.as_bytes()).is_err())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
+    let mut repaired = repaired.iter();
     let headers: Vec<Header<'_>> = parts
         .headers
         .iter()
-        .zip(&repaired)
-        .map(|((name, value), repaired)| {
-            let value = match repaired {
-                Some(text) => text.as_str(),
-                None => std::str::from_utf8(value.as_bytes()).unwrap_or_default(),
+        .map(|(name, value)| {
+            let value = match std::str::from_utf8(value.as_bytes()) {
+                Ok(text) => text,
+                Err(_) => repaired.next().map_or("", String::as_str),
             };
             Header::new(name.as_str(), value)
         })

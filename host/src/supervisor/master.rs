@@ -105,7 +105,7 @@ struct Master {
 impl Master {
     fn new(settings: Settings) -> Result<Master, Fatal> {
         let exe = std::env::current_exe().map_err(|e| Fatal::internal(format!("cannot find our own binary: {e}")))?;
-        if let Some(dir) = settings.static_dir.as_deref().filter(|_| settings.static_dir_explicit) {
+        if let Some(dir) = settings.static_dir.as_deref() {
             StaticSite::new(dir).map_err(Fatal::usage)?;
         }
         let (sockets, owned_unix_paths) = match inherited_sockets() {
@@ -265,9 +265,6 @@ impl Master {
                     .map_err(|reason| format!("{reason} [checking {original}]"))?;
                 probed.push(staged_spec);
             }
-        }
-        if !staged.static_dir_explicit && staged.static_dir.as_deref().is_some_and(|d| !d.exists()) {
-            staged.static_dir = None;
         }
         let text = toml::to_string(&staged.to_config()).map_err(|e| e.to_string())?;
         let path = self.stage.dir().join(format!("generation-{generation}.toml"));
