@@ -73,8 +73,8 @@ impl<W: Write> CgiSink<W> {
 
 impl<W: Write> ResponseSink for CgiSink<W> {
     fn head(&mut self, head: ResponseHead) -> Result<(), String> {
-        let mut text = format!("Status: {} {}\r\n", head.status, head.reason);
-        for (name, value) in &head.headers {
+        let mut text = format!("Status: {} {}\r\n", head.status, head.reason());
+        for (name, value) in head.headers() {
             text.push_str(&format!("{name}: {value}\r\n"));
         }
         text.push_str("\r\n");

@@ -45,6 +45,8 @@ pub trait ResponseSink {
     /// The app failed after the head was sent: the response must not look
     /// complete (e.g. close the connection).
     fn abort(&mut self);
+    /// The exchange is over: nothing more will be sent.
+    fn end(&mut self) {}
 }
 
 /// The request body as the app reads it (`wsgi.input`).
@@ -101,12 +103,50 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
 
     /// Calls the app, pumps its body into the sink, always closes it.
     pub fn run(self, app: &LoadedApp, vars: &RequestVars<'_>, headers: &[Header<'_>]) -> Summary {
-        let result = app.app.call(vars, headers, &self);
-        let context = || format!("{} {}{} ({})", vars.method, vars.script_name, vars.path_info, app.spec);
-        self.finish(result, context)
+        let describe = || describe(vars.method, vars.script_name, vars.path_info, app);
+        self.call(app, vars, headers).finish(describe).0
     }
 
-    fn finish(self, result: Result<ResponseBody, String>, context: impl Fn() -> String) -> Summary {
+    /// Calls the app; its body is sent by [`Called::finish`], which may run
+    /// on another thread.
+    pub fn call(self, app: &LoadedApp, vars: &RequestVars<'_>, headers: &[Header<'_>]) -> Called<S, I> {
+        let result = app.app.call(vars, headers, &self);
+        Called { exchange: self, result }
+    }
+}
+
+/// What a failure is logged with: the request and the app.
+pub fn describe(method: &str, script_name: &str, path_info: &str, app: &LoadedApp) -> String {
+    format!("{method} {script_name}{path_info} ({})", app.spec)
+}
+
+/// An exchange whose app call has returned: the body is still to be sent.
+pub struct Called<S, I> {
+    exchange: Exchange<S, I>,
+    result: Result<ResponseBody, String>,
+}
+
+impl<S: ResponseSink, I: RequestBody> Called<S, I> {
+    /// Whether the app returned a stream, whose chunks are pulled by
+    /// calling into the app again (and may take any time).
+    pub fn streams(&self) -> bool {
+        matches!(self.result, Ok(ResponseBody::Stream(_)))
+    }
+
+    /// The sink, e.g. to collect what the call wrote so far.
+    pub fn sink_mut(&mut self) -> &mut S {
+        self.exchange.sink.get_mut()
+    }
+
+    /// Sends the body (pulling a stream to its end), always closes it;
+    /// failures are logged with `context`. Gives the sink back.
+    pub fn finish(self, context: impl Fn() -> String) -> (Summary, S) {
+        self.exchange.finish(self.result, context)
+    }
+}
+
+impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
+    fn finish(self, result: Result<ResponseBody, String>, context: impl Fn() -> String) -> (Summary, S) {
         let outcome = match result {
             Ok(ResponseBody::Empty) => self.send_whole(None),
             Ok(ResponseBody::Static(bytes)) => self.send_whole(Some(Chunk::Static(bytes))),
@@ -122,7 +162,8 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
             log::error!("{}: {problem}", context());
             self.fail(problem);
         }
-        self.summary.into_inner()
+        self.sink.borrow_mut().end();
+        (self.summary.into_inner(), self.sink.into_inner())
     }
 
     /// Pulls chunks until the end, sending each non-empty one.
@@ -184,11 +225,11 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
                 detail: "the app failed; the server log says why".to_owned(),
             });
             let text = format!("{} {}: {}\n", refusal.status, refusal.reason, refusal.detail);
-            let head = ResponseHead {
-                status: refusal.status,
-                reason: refusal.reason.to_owned(),
-                headers: vec![("Content-Type".to_owned(), "text/plain; charset=utf-8".to_owned())],
-            };
+            let head = ResponseHead::new(
+                refusal.status,
+                refusal.reason,
+                &[("Content-Type", "text/plain; charset=utf-8")],
+            );
             let body = Chunk::Copied(text.into_bytes());
             self.record(&head, Some(&body));
             if self.sink.borrow_mut().whole(head, Some(body)).is_err() {

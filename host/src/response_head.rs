@@ -1,25 +1,110 @@
 //! WSGI's `start_response` rules, shared by every way of serving an app:
 //! validating the status and headers, and when they may be replaced.
 
-/// A validated status line and header list, ready to send.
+use std::ops::Range;
+
+/// A validated status line and header list, ready to send. All its text
+/// lives in one buffer (one allocation per response, not two per header):
+/// the reason phrase, then `\n name \0 value` per header, which is
+/// unambiguous because names are tokens and values hold no CR, LF or NUL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseHead {
-    /// The status code, 100–599.
+    /// The status code, 200–599.
     pub status: u16,
-    /// The reason phrase the app gave (may be empty).
-    pub reason: String,
-    /// Headers in the app's order.
-    pub headers: Vec<(String, String)>,
+    text: String,
+    /// How many headers there are.
+    count: usize,
+    /// The first valid `Content-Length`, if any.
+    content_length: Option<u64>,
 }
 
 impl ResponseHead {
+    /// A head the server makes itself (its text is not checked).
+    pub fn new(status: u16, reason: &str, headers: &[(&str, &str)]) -> Self {
+        let mut head = ResponseHead::with_reason(status, reason, headers.len());
+        for (name, value) in headers {
+            head.push(name, value);
+        }
+        head
+    }
+
+    fn with_reason(status: u16, reason: &str, headers: usize) -> Self {
+        let mut text = String::with_capacity(reason.len() + headers * 32);
+        text.push_str(reason);
+        ResponseHead {
+            status,
+            text,
+            count: 0,
+            content_length: None,
+        }
+    }
+
+    fn push(&mut self, name: &str, value: &str) {
+        if self.content_length.is_none() && name.eq_ignore_ascii_case("content-length") {
+            self.content_length = value.trim().parse().ok();
+        }
+        self.count += 1;
+        self.text.push('\n');
+        self.text.push_str(name);
+        self.text.push('\0');
+        self.text.push_str(value);
+    }
+
+    /// The reason phrase the app gave (may be empty).
+    pub fn reason(&self) -> &str {
+        self.text.split('\n').next().unwrap_or_default()
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The length the `Content-Length` header declares, if it is valid.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// The headers in the app's order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans().map(|(name, value)| (&self.text[name], &self.text[value]))
+    }
+
+    /// Where each header's name and value lie in [`ResponseHead::into_text`].
+    pub fn spans(&self) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
+        header_spans(self.text.as_bytes())
+    }
+
+    /// The buffer [`ResponseHead::spans`] points into (give it to
+    /// [`header_spans`] to find them again).
+    pub fn into_text(self) -> String {
+        self.text
+    }
+
     /// The first header called `name`, case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
+}
+
+/// Where each header's name and value lie in a [`ResponseHead`]'s text.
+pub fn header_spans(text: &[u8]) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
+    let mut offset = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
+    text[offset..].split(|&b| b == b'\n').skip(1).map(move |line| {
+        offset += 1;
+        let name_len = line.iter().position(|&b| b == 0).unwrap_or(line.len());
+        let name = offset..offset + name_len;
+        let value = (offset + name_len + 1).min(offset + line.len())..offset + line.len();
+        offset += line.len();
+        (name, value)
+    })
 }
 
 /// Where one response is in its life: what `start_response` set, whether
@@ -101,7 +186,8 @@ fn parse_head<'h>(status: &str, headers: impl Iterator<Item = (&'h str, &'h str)
             "invalid status {status:?}: control characters in the reason phrase"
         ));
     }
-    let mut list = Vec::new();
+    let headers = headers.into_iter();
+    let mut head = ResponseHead::with_reason(code, reason, headers.size_hint().0);
     for (name, value) in headers {
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(format!("invalid header name {name:?}"));
@@ -109,13 +195,9 @@ fn parse_head<'h>(status: &str, headers: impl Iterator<Item = (&'h str, &'h str)
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(format!("header {name} contains CR, LF or NUL"));
         }
-        list.push((name.to_owned(), value.to_owned()));
+        head.push(name, value);
     }
-    Ok(ResponseHead {
-        status: code,
-        reason: reason.to_owned(),
-        headers: list,
-    })
+    Ok(head)
 }
 
 /// RFC 9110 `tchar`.
@@ -136,9 +218,26 @@ mod tests {
         let mut state = HeadState::default();
         start(&mut state, "200 OK", &[("Content-Type", "text/plain")], None).unwrap();
         let head = state.take_for_sending().unwrap().unwrap();
-        assert_eq!((head.status, head.reason.as_str()), (200, "OK"));
+        assert_eq!((head.status, head.reason()), (200, "OK"));
         assert_eq!(head.header("content-type"), Some("text/plain"));
         assert_eq!(state.take_for_sending(), Ok(None));
+    }
+
+    #[test]
+    fn the_one_buffer_gives_back_every_header_in_order() {
+        let headers = [("A", "1"), ("Set-Cookie", ""), ("X-Long-Name", "a: b\tc")];
+        let head = ResponseHead::new(418, "I'm a teapot", &headers);
+        assert_eq!(head.reason(), "I'm a teapot");
+        assert_eq!((head.len(), head.content_length()), (3, None));
+        assert_eq!(
+            ResponseHead::new(200, "OK", &[("content-LENGTH", " 12 ")]).content_length(),
+            Some(12)
+        );
+        assert_eq!(head.headers().collect::<Vec<_>>(), headers);
+        assert_eq!(ResponseHead::new(204, "", &[]).headers().count(), 0);
+        let text = head.clone().into_text();
+        let spans: Vec<_> = head.spans().map(|(n, v)| (&text[n], &text[v])).collect();
+        assert_eq!(spans, headers);
     }
 
     #[test]

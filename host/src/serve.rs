@@ -131,6 +131,7 @@ pub fn prepare(settings: &Settings, on_stuck: OnStuck) -> Result<ServerState, Fa
         mounts.push(MountedApp {
             prefix: mount.prefix.clone(),
             app,
+            policy: Arc::default(),
         });
     }
     let site = settings

@@ -8,6 +8,8 @@ use crate::config::AccessLogFormat;
 /// Where finished requests are recorded.
 pub struct AccessLog {
     format: AccessLogFormat,
+    /// Decided once: asking the logger costs more than a request.
+    enabled: bool,
 }
 
 /// One finished request.
@@ -29,14 +31,16 @@ pub struct Entry<'a> {
 }
 
 impl AccessLog {
-    /// An access log in `format`.
+    /// An access log in `format`, written if the logger (set up before
+    /// this) lets `access` lines through.
     pub fn new(format: AccessLogFormat) -> Self {
-        Self { format }
+        let enabled = format != AccessLogFormat::Off && log::log_enabled!(target: "access", log::Level::Info);
+        Self { format, enabled }
     }
 
     /// Records one request.
     pub fn record(&self, entry: &Entry<'_>) {
-        if !log::log_enabled!(target: "access", log::Level::Info) {
+        if !self.enabled {
             return;
         }
         let time = httpdate::fmt_http_date(SystemTime::now());

@@ -1,15 +1,19 @@
 //! Serving a request with an app over HTTP: the environ built from the
-//! hyper request, the app run on a blocking thread, `wsgi.input` streamed
-//! from the connection, the body streamed back through a channel.
+//! hyper request, the app called inline or on a blocking thread (as
+//! [`call_policy`](super::call_policy) decides), `wsgi.input` streamed from
+//! the connection, a streamed body sent back through a channel.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use plugin_api::host::{Header, RequestVars};
 use tokio::runtime::Handle;
@@ -17,11 +21,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::access_log::{AccessLog, Entry};
 use super::body::{Body, BodyFrame};
+use super::call_policy::{CallPolicy, CallReport, Placement};
 use super::connection::ConnInfo;
 use super::responses;
-use crate::exchange::{Chunk, Exchange, Refusal, RequestBody, ResponseSink};
+use super::stuck_calls::InlineCall;
+use crate::exchange::{self, Called, Chunk, Exchange, Refusal, RequestBody, ResponseSink, Summary};
 use crate::loader::LoadedApp;
-use crate::response_head::ResponseHead;
+use crate::response_head::{self, ResponseHead};
 
 /// Response chunks buffered between the app's thread and the connection.
 const BODY_CHANNEL_DEPTH: usize = 8;
@@ -30,6 +36,8 @@ const BODY_CHANNEL_DEPTH: usize = 8;
 pub struct AppCall {
     /// The app.
     pub app: Arc<LoadedApp>,
+    /// Where the mount's calls run.
+    pub policy: Arc<CallPolicy>,
     /// `SCRIPT_NAME`.
     pub script_name: String,
     /// `PATH_INFO`, percent-decoded.
@@ -43,13 +51,16 @@ pub struct AppCall {
     /// When the request arrived.
     pub started: Instant,
     /// How long the app may take (`--timeout`).
-    pub deadline: std::time::Duration,
+    pub deadline: Duration,
     /// Called when a request outlives its deadline inside the app.
     pub on_stuck: super::OnStuck,
 }
 
+/// The exchange as the HTTP side runs it.
+type HttpExchange = Exchange<HttpSink, BodyReader>;
+
 /// Runs the app for `request` and returns the response as soon as its head
-/// is known; the body keeps streaming from the app's thread.
+/// is known; a streamed body keeps coming from a blocking thread.
 pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> {
     let declared = request
         .headers()
@@ -59,49 +70,36 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
     if declared.is_some_and(|length| length > call.max_body_size) {
         return too_large(call.max_body_size);
     }
-    let (head_tx, head_rx) = oneshot::channel();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    let handle = Handle::current();
-    let deadline = call.deadline;
-    let on_stuck = call.on_stuck.clone();
-    let (method, uri) = (request.method().clone(), request.uri().clone());
     let (parts, body) = request.into_parts();
-    tokio::task::spawn_blocking(move || {
-        let sink = HttpSink {
-            head_tx: Some(head_tx),
-            body_tx: None,
-            head_only: parts.method == Method::HEAD,
-            remaining: None,
-        };
-        let input = BodyReader {
-            body,
-            handle,
-            pending: Bytes::new(),
-            received: 0,
-            limit: call.max_body_size,
-            exceeded: false,
-            finished: false,
-        };
-        run_exchange(&call, &parts, sink, input);
-        let _ = done_tx.send(());
-    });
-    tokio::spawn(async move {
-        if tokio::time::timeout(deadline, done_rx).await.is_err() {
-            log::error!(
-                "{method} {} is still inside the app after the request timeout ({}s, option --timeout) in worker pid {}: answered 504",
-                uri.path(),
-                deadline.as_secs_f64(),
-                std::process::id()
-            );
-            on_stuck();
+    // An inline call must never wait for the connection: only bodiless
+    // requests qualify.
+    let placement = match body.is_end_stream() {
+        true => call.policy.place(&call.path_info),
+        false => Placement::Pool,
+    };
+    let head_only = parts.method == Method::HEAD;
+    let input = BodyReader::new(body, call.max_body_size);
+    let deadline = call.deadline;
+    let response_rx = match placement {
+        Placement::Inline => {
+            let exchange = Exchange::new(HttpSink::new(Delivery::Held(None), head_only), input);
+            match call_inline(call, parts, exchange) {
+                Answer::Ready(response) => return response,
+                Answer::Later(response_rx) => response_rx,
+            }
         }
-    });
-    match tokio::time::timeout(deadline, head_rx).await {
+        Placement::Pool => {
+            let (response_tx, response_rx) = oneshot::channel();
+            let exchange = Exchange::new(HttpSink::new(Delivery::Send(Some(response_tx)), head_only), input);
+            on_pool(call, parts, move |call, parts| {
+                call_app(call, parts, exchange, Placement::Pool)
+            });
+            response_rx
+        }
+    };
+    match tokio::time::timeout(deadline, response_rx).await {
         Ok(Ok(response)) => response,
-        Ok(Err(_)) => responses::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the app's thread ended without a response",
-        ),
+        Ok(Err(_)) => no_response(),
         Err(_) => {
             let mut response = responses::error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -115,6 +113,92 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
     }
 }
 
+/// The response to a request, or where it will come from.
+enum Answer {
+    /// Here it is.
+    Ready(Response<Body>),
+    /// A blocking thread sends it.
+    Later(oneshot::Receiver<Response<Body>>),
+}
+
+/// Calls the app on this runtime thread. A whole body is sent from here; a
+/// streamed one is pulled on the blocking pool.
+fn call_inline(call: AppCall, parts: Parts, exchange: HttpExchange) -> Answer {
+    let mut called = {
+        let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path());
+        call_app(&call, &parts, exchange, Placement::Inline)
+    };
+    if called.streams() {
+        let answer = called.sink_mut().hand_off();
+        on_pool(call, parts, move |_, _| called);
+        return answer;
+    }
+    match finish(&call, &parts, called).take_response() {
+        Some(response) => Answer::Ready(response),
+        None => Answer::Ready(no_response()),
+    }
+}
+
+fn no_response() -> Response<Body> {
+    responses::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the app's thread ended without a response",
+    )
+}
+
+/// Runs `job` (which calls the app, or has) on the blocking pool, then
+/// sends the body; a watchdog task notices if it outlives the deadline.
+fn on_pool<F>(call: AppCall, parts: Parts, job: F)
+where
+    F: FnOnce(&AppCall, &Parts) -> Called<HttpSink, BodyReader> + Send + 'static,
+{
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (deadline, on_stuck) = (call.deadline, call.on_stuck.clone());
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+    tokio::task::spawn_blocking(move || {
+        let called = job(&call, &parts);
+        drop(finish(&call, &parts, called));
+        let _ = done_tx.send(());
+    });
+    tokio::spawn(async move {
+        if tokio::time::timeout(deadline, done_rx).await.is_err() {
+            log::error!(
+                "{method} {path} is still inside the app after the request timeout ({}s, option --timeout) in worker pid {}: answered 504",
+                deadline.as_secs_f64(),
+                std::process::id()
+            );
+            on_stuck();
+        }
+    });
+}
+
+/// Calls the app and records how the call went with the mount's policy.
+fn call_app(
+    call: &AppCall,
+    parts: &Parts,
+    exchange: HttpExchange,
+    placement: Placement,
+) -> Called<HttpSink, BodyReader> {
+    let started = Instant::now();
+    let mut called = with_environ(call, parts, |vars, headers| exchange.call(&call.app, vars, headers));
+    let whole = !called.streams() && !called.sink_mut().streamed;
+    let report = CallReport {
+        placement,
+        took: started.elapsed(),
+        whole,
+    };
+    call.policy.record(&call.path_info, report);
+    called
+}
+
+/// Sends the body and writes the access log line; gives the sink back.
+fn finish(call: &AppCall, parts: &Parts, called: Called<HttpSink, BodyReader>) -> HttpSink {
+    let method = parts.method.as_str();
+    let (summary, sink) = called.finish(|| exchange::describe(method, &call.script_name, &call.path_info, &call.app));
+    log_access(call, parts, &summary);
+    sink
+}
+
 fn too_large(limit: u64) -> Response<Body> {
     log::warn!("refused a request body over max_body_size ({limit} bytes); raise it with --max-body-size");
     responses::error(
@@ -123,8 +207,8 @@ fn too_large(limit: u64) -> Response<Body> {
     )
 }
 
-/// Builds the environ from the request and runs the exchange (blocking).
-fn run_exchange(call: &AppCall, parts: &hyper::http::request::Parts, sink: HttpSink, input: BodyReader) {
+/// Builds the environ from the request and hands it to `f`.
+fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVars<'_>, &[Header<'_>]) -> R) -> R {
     // Header values are passed as UTF-8; the rare value that is not gets a
     // lossy copy (no allocation when every value is fine).
     let repaired: Vec<String> = parts
@@ -161,12 +245,15 @@ fn run_exchange(call: &AppCall, parts: &hyper::http::request::Parts, sink: HttpS
         multiprocess: false,
         run_once: false,
     };
-    let summary = Exchange::new(sink, input).run(&call.app, &vars, &headers);
+    f(&vars, &headers)
+}
+
+fn log_access(call: &AppCall, parts: &Parts, summary: &Summary) {
     call.access_log.record(&Entry {
-        remote: &conn.remote_addr,
+        remote: &call.conn.remote_addr,
         method: parts.method.as_str(),
         target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        protocol: vars.server_protocol,
+        protocol: protocol(parts.version),
         status: summary.status.unwrap_or(0),
         bytes: summary.bytes,
         duration: call.started.elapsed(),
@@ -182,11 +269,25 @@ pub fn protocol(version: Version) -> &'static str {
     }
 }
 
-/// Sends the app's response to the connection task.
+/// Where the response goes once its head is known.
+enum Delivery {
+    /// Inline: kept here until the call returns (the connection task is
+    /// the one running the call).
+    Held(Option<Response<Body>>),
+    /// To the connection task, from a blocking thread.
+    Send(Option<oneshot::Sender<Response<Body>>>),
+}
+
+/// Delivers the app's response, then feeds a streamed body through a
+/// channel.
 struct HttpSink {
-    head_tx: Option<oneshot::Sender<Response<Body>>>,
+    delivery: Delivery,
     body_tx: Option<mpsc::Sender<BodyFrame>>,
+    /// Inline: the head and the body written so far, until the call returns.
+    held: Option<(ResponseHead, VecDeque<BodyFrame>)>,
     head_only: bool,
+    /// The head went out before the body was complete.
+    streamed: bool,
     /// Bytes still allowed by the app's Content-Length, if it set one.
     remaining: Option<u64>,
 }
@@ -194,13 +295,55 @@ struct HttpSink {
 const CLIENT_GONE: &str = "the client went away";
 
 impl HttpSink {
+    fn new(delivery: Delivery, head_only: bool) -> Self {
+        HttpSink {
+            delivery,
+            body_tx: None,
+            held: None,
+            head_only,
+            streamed: false,
+            remaining: None,
+        }
+    }
+
     fn send_response(&mut self, head: ResponseHead, body: Body) -> Result<(), String> {
         let response = build_response(head, body);
-        self.head_tx
-            .take()
-            .ok_or("response head sent twice")?
-            .send(response)
-            .map_err(|_| CLIENT_GONE.to_owned())
+        match &mut self.delivery {
+            Delivery::Held(slot @ None) => {
+                *slot = Some(response);
+                Ok(())
+            }
+            Delivery::Send(tx) => tx
+                .take()
+                .ok_or("response head sent twice")?
+                .send(response)
+                .map_err(|_| CLIENT_GONE.to_owned()),
+            Delivery::Held(Some(_)) => Err("response head sent twice".to_owned()),
+        }
+    }
+
+    /// The response an inline call made.
+    fn take_response(&mut self) -> Option<Response<Body>> {
+        match &mut self.delivery {
+            Delivery::Held(response) => response.take(),
+            Delivery::Send(_) => None,
+        }
+    }
+
+    /// From an inline call to a blocking thread (a stream is to be
+    /// pulled): what was held goes out now, the rest through a channel.
+    fn hand_off(&mut self) -> Answer {
+        if let Some((head, queued)) = self.held.take() {
+            let (tx, rx) = mpsc::channel(BODY_CHANNEL_DEPTH);
+            self.body_tx = Some(tx);
+            return Answer::Ready(build_response(head, Body::Stream { queued, rx: Some(rx) }));
+        }
+        if let Some(response) = self.take_response() {
+            return Answer::Ready(response); // HEAD: the stream is pulled and discarded
+        }
+        let (response_tx, response_rx) = oneshot::channel();
+        self.delivery = Delivery::Send(Some(response_tx));
+        Answer::Later(response_rx)
     }
 
     /// Cuts `bytes` to what the app's Content-Length still allows.
@@ -211,30 +354,45 @@ impl HttpSink {
         }
         bytes
     }
+
+    fn push(&mut self, frame: BodyFrame) -> Result<(), String> {
+        match (&self.body_tx, &mut self.held) {
+            (Some(tx), _) => tx.blocking_send(frame).map_err(|_| CLIENT_GONE.to_owned()),
+            (None, Some((_, queued))) => {
+                queued.push_back(frame);
+                Ok(())
+            }
+            (None, None) => Ok(()), // HEAD: the body is discarded
+        }
+    }
 }
 
 impl ResponseSink for HttpSink {
     fn head(&mut self, head: ResponseHead) -> Result<(), String> {
-        self.remaining = declared_length(&head);
+        self.remaining = head.content_length();
+        self.streamed = true;
         if self.head_only {
             return self.send_response(head, Body::Empty);
         }
+        if let Delivery::Held(_) = self.delivery {
+            self.held = Some((head, VecDeque::new()));
+            return Ok(());
+        }
         let (tx, rx) = mpsc::channel(BODY_CHANNEL_DEPTH);
         self.body_tx = Some(tx);
-        self.send_response(head, Body::Channel(rx))
+        self.send_response(head, Body::channel(rx))
     }
 
     fn data(&mut self, chunk: Chunk) -> Result<(), String> {
         let bytes = self.cut(chunk_bytes(chunk));
-        match &self.body_tx {
-            _ if bytes.is_empty() => Ok(()),
-            Some(tx) => tx.blocking_send(Ok(bytes)).map_err(|_| CLIENT_GONE.to_owned()),
-            None => Ok(()), // HEAD: the body is discarded
+        if bytes.is_empty() {
+            return Ok(());
         }
+        self.push(Ok(bytes))
     }
 
     fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
-        self.remaining = declared_length(&head);
+        self.remaining = head.content_length();
         let bytes = body.map(|chunk| self.cut(chunk_bytes(chunk)));
         let body = match bytes {
             Some(bytes) if !self.head_only => Body::full(bytes),
@@ -244,14 +402,15 @@ impl ResponseSink for HttpSink {
     }
 
     fn abort(&mut self) {
-        if let Some(tx) = self.body_tx.take() {
-            let _ = tx.blocking_send(Err(io::Error::other("the app failed mid-response")));
+        let _ = self.push(Err(io::Error::other("the app failed mid-response")));
+        self.body_tx = None;
+    }
+
+    fn end(&mut self) {
+        if let Some((head, queued)) = self.held.take() {
+            let _ = self.send_response(head, Body::Stream { queued, rx: None });
         }
     }
-}
-
-fn declared_length(head: &ResponseHead) -> Option<u64> {
-    head.header("content-length").and_then(|v| v.trim().parse().ok())
 }
 
 fn chunk_bytes(chunk: Chunk) -> Bytes {
@@ -263,7 +422,7 @@ fn chunk_bytes(chunk: Chunk) -> Bytes {
 }
 
 /// Hop-by-hop headers belong to the server, not the app (PEP 3333).
-fn is_hop_by_hop(name: &str) -> bool {
+fn is_hop_by_hop(name: &[u8]) -> bool {
     const HOP_BY_HOP: [&str; 8] = [
         "connection",
         "keep-alive",
@@ -274,27 +433,34 @@ fn is_hop_by_hop(name: &str) -> bool {
         "transfer-encoding",
         "upgrade",
     ];
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 fn build_response(head: ResponseHead, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let canonical = response.status().canonical_reason().unwrap_or_default();
-    if !head.reason.is_empty() && head.reason != canonical {
-        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.into_bytes()) {
+    let reason = head.reason();
+    if !reason.is_empty() && Some(reason) != response.status().canonical_reason() {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
             response.extensions_mut().insert(reason);
         }
     }
+    // Every value is a slice of the head's one buffer: no copies.
+    let count = head.len();
+    let text = Bytes::from(head.into_text());
     let headers = response.headers_mut();
-    headers.reserve(head.headers.len());
-    for (name, value) in head.headers {
-        if is_hop_by_hop(&name) {
-            log::debug!("dropped the app's hop-by-hop header {name}");
+    headers.reserve(count + 1); // and Server
+    for (name, value) in response_head::header_spans(&text) {
+        let name = &text[name];
+        if is_hop_by_hop(name) {
+            log::debug!("dropped the app's hop-by-hop header {}", String::from_utf8_lossy(name));
             continue;
         }
         // Validated by `response_head` already; skip rather than panic.
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::try_from(value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_maybe_shared(text.slice(value)),
+        ) {
             headers.append(name, value);
         }
     }
@@ -303,6 +469,8 @@ fn build_response(head: ResponseHead, body: Body) -> Response<Body> {
 
 /// `wsgi.input` over the connection: pulls body frames from hyper (which
 /// sends `100 Continue` on the first pull) and enforces the size limit.
+/// A bodiless request never touches the connection (so an inline call
+/// can read it).
 struct BodyReader {
     body: Incoming,
     handle: Handle,
@@ -311,6 +479,20 @@ struct BodyReader {
     limit: u64,
     exceeded: bool,
     finished: bool,
+}
+
+impl BodyReader {
+    fn new(body: Incoming, limit: u64) -> Self {
+        BodyReader {
+            finished: body.is_end_stream(),
+            body,
+            handle: Handle::current(),
+            pending: Bytes::new(),
+            received: 0,
+            limit,
+            exceeded: false,
+        }
+    }
 }
 
 impl Read for BodyReader {

@@ -1,6 +1,7 @@
 //! [`Body`]: every response body the server sends, in one enum so the hot
 //! path needs no boxing.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,14 +13,20 @@ use tokio::sync::mpsc;
 /// A streamed piece of body, or the error that aborts the response.
 pub type BodyFrame = Result<Bytes, io::Error>;
 
-/// A response body: empty, one buffer, or a stream fed through a channel.
+/// A response body: empty, one buffer, or a stream of frames.
 pub enum Body {
     /// Nothing (also what HEAD responses carry).
     Empty,
     /// One buffer, sent with a Content-Length.
     Full(Option<Bytes>),
-    /// Chunks from a producer (the app's thread, a file reader).
-    Channel(mpsc::Receiver<BodyFrame>),
+    /// Frames already at hand, then (if any) the ones a producer (the
+    /// app's thread, a file reader) sends through a channel.
+    Stream {
+        /// Sent first, in order.
+        queued: VecDeque<BodyFrame>,
+        /// The producer's channel.
+        rx: Option<mpsc::Receiver<BodyFrame>>,
+    },
 }
 
 impl Body {
@@ -32,6 +39,14 @@ impl Body {
             Body::Full(Some(bytes))
         }
     }
+
+    /// A body fed through `rx`.
+    pub fn channel(rx: mpsc::Receiver<BodyFrame>) -> Self {
+        Body::Stream {
+            queued: VecDeque::new(),
+            rx: Some(rx),
+        }
+    }
 }
 
 impl http_body::Body for Body {
@@ -42,7 +57,11 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Channel(rx) => rx.poll_recv(cx).map(|frame| frame.map(|r| r.map(Frame::data))),
+            Body::Stream { queued, rx } => match (queued.pop_front(), rx) {
+                (Some(frame), _) => Poll::Ready(Some(frame.map(Frame::data))),
+                (None, Some(rx)) => rx.poll_recv(cx).map(|frame| frame.map(|r| r.map(Frame::data))),
+                (None, None) => Poll::Ready(None),
+            },
         }
     }
 
@@ -50,7 +69,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(bytes) => bytes.is_none(),
-            Body::Channel(_) => false,
+            Body::Stream { queued, rx } => queued.is_empty() && rx.is_none(),
         }
     }
 
@@ -58,7 +77,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Channel(_) => SizeHint::default(),
+            Body::Stream { .. } => SizeHint::default(),
         }
     }
 }

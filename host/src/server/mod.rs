@@ -2,17 +2,21 @@
 //!
 //! - [`connection`]: listeners and per-connection facts.
 //! - [`router`]: the seeds' routing rule and mounts.
-//! - [`static_files`]: the static site.
-//! - [`app_gateway`]: apps over HTTP.
+//! - [`static_files`]: the static site; [`site_cache`] keeps its lookups.
+//! - [`app_gateway`]: apps over HTTP; [`call_policy`] decides where a
+//!   call runs, [`stuck_calls`] notices inline calls past the timeout.
 //! - [`access_log`], [`body`], [`responses`]: what every response needs.
 
 pub mod access_log;
 pub mod app_gateway;
 pub mod body;
+pub mod call_policy;
 pub mod connection;
 pub mod responses;
 pub mod router;
+pub mod site_cache;
 pub mod static_files;
+pub mod stuck_calls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -62,11 +66,15 @@ pub enum StopLevel {
 /// Time between the last accept and asking connections to finish.
 const ACCEPT_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// hyper's own limit on request headers.
+const HYPER_MAX_HEADERS: usize = 100;
+
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
 /// Serves on `listeners` until `stop` says so, then drains in-flight
 /// requests for up to the graceful timeout.
 pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: watch::Receiver<StopLevel>) {
+    stuck_calls::watch(state.limits.request_timeout.0, state.on_stuck.clone());
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_loops = Vec::new();
@@ -108,10 +116,14 @@ async fn accept_loop(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(state.limits.header_timeout.0)
-        .max_headers(state.limits.max_headers)
         .max_header_size(state.limits.max_header_size.0 as usize)
         .max_buf_size((state.limits.max_header_size.0 as usize).max(8192) + 8192)
         .keep_alive(true);
+    // hyper zeroes a table of this many headers per request once it is
+    // set; at its own default (100) it uses an uninitialised one.
+    if state.limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(state.limits.max_headers);
+    }
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -176,7 +188,7 @@ async fn handle(
                 "the path is not valid UTF-8 after percent-decoding",
             ),
             Ok(path) => match state.router.route(&method, &path) {
-                Route::File(file, meta) => static_files::serve_file(&method, request.headers(), file, meta).await,
+                Route::File(file) => static_files::serve_file(&method, request.headers(), &file).await,
                 Route::AddSlash => {
                     // One leading slash: "//name/" would send the browser to another host.
                     let path = request.uri().path().trim_start_matches('/');
@@ -190,6 +202,7 @@ async fn handle(
                 Route::App { mount, path_info } => {
                     let call = app_gateway::AppCall {
                         app: mount.app.clone(),
+                        policy: mount.policy.clone(),
                         script_name: router::script_name(&mount.prefix).to_owned(),
                         path_info,
                         conn: conn.clone(),

@@ -2,13 +2,12 @@
 //! file under the static folder is served from disk, the rest goes to the
 //! app mounted at the longest matching prefix, else the 404 page).
 
-use std::fs::Metadata;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use hyper::Method;
 
-use super::static_files::{Lookup, StaticSite};
+use super::call_policy::CallPolicy;
+use super::static_files::{Lookup, StaticFile, StaticSite};
 use crate::loader::LoadedApp;
 
 /// An app at a URL prefix.
@@ -17,6 +16,8 @@ pub struct MountedApp {
     pub prefix: String,
     /// The app.
     pub app: Arc<LoadedApp>,
+    /// Where its calls run.
+    pub policy: Arc<CallPolicy>,
 }
 
 /// The routing table.
@@ -28,7 +29,7 @@ pub struct Router {
 /// Where one request goes.
 pub enum Route<'r> {
     /// A file of the static site.
-    File(PathBuf, Metadata),
+    File(Arc<StaticFile>),
     /// A folder asked for without its trailing slash.
     AddSlash,
     /// An app, with the path split into `SCRIPT_NAME` and `PATH_INFO`.
@@ -58,7 +59,7 @@ impl Router {
     pub fn route(&self, method: &Method, path: &str) -> Route<'_> {
         if let (Some(site), true) = (&self.site, method == Method::GET || method == Method::HEAD) {
             match site.lookup(path) {
-                Lookup::File(file, meta) => return Route::File(file, meta),
+                Lookup::File(file) => return Route::File(file),
                 Lookup::AddSlash => return Route::AddSlash,
                 Lookup::Missing => {}
             }

@@ -1,11 +1,14 @@
 //! The static site: safe lookup under the root, Content-Type, ETag /
 //! Last-Modified with 304, single byte ranges (206 / 416), HEAD, and large
-//! files streamed from a reader thread.
+//! files streamed from a reader thread. Lookups, and the bytes of small
+//! files, are kept in a [`SiteCache`] and checked against the disk again
+//! once they are a second old.
 
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -15,26 +18,75 @@ use tokio::sync::mpsc;
 
 use super::body::{Body, BodyFrame};
 use super::responses;
+use super::site_cache::SiteCache;
 
-/// Files up to this size are read in one go; larger ones are streamed.
-const WHOLE_FILE_LIMIT: u64 = 256 << 10;
+/// Files up to this size are read in one go (and kept in the cache);
+/// larger ones are streamed.
+pub const WHOLE_FILE_LIMIT: u64 = 1 << 20;
 /// The read size when streaming a large file.
 const STREAM_CHUNK: usize = 256 << 10;
 
 /// A folder served as a web site.
 pub struct StaticSite {
     root: PathBuf,
+    cache: SiteCache,
 }
 
 /// What a request path names in the site.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Lookup {
     /// A regular file inside the root.
-    File(PathBuf, Metadata),
+    File(Arc<StaticFile>),
     /// A folder named without its trailing slash: redirect here.
     AddSlash,
     /// Nothing servable (missing, outside the root, or refused).
     Missing,
+}
+
+/// A file of the site as found on disk: its validators, type and (when
+/// small) its bytes.
+#[derive(Debug)]
+pub struct StaticFile {
+    path: PathBuf,
+    len: u64,
+    modified: SystemTime,
+    /// Device, inode, size and mtime: a change to any means a new file.
+    identity: (u64, u64, u64, i64, i64),
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    content_type: HeaderValue,
+    /// The whole file, when it is at most [`WHOLE_FILE_LIMIT`].
+    content: Option<Bytes>,
+}
+
+impl StaticFile {
+    /// Reads what serving `path` needs; the bytes of a small file are read
+    /// unless `previous` is the same file with its bytes already in hand.
+    fn open(path: PathBuf, meta: &std::fs::Metadata, previous: Option<&StaticFile>) -> io::Result<StaticFile> {
+        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+        let identity = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        let content = match previous.filter(|p| p.identity == identity && p.path == path) {
+            Some(previous) => previous.content.clone(),
+            None if meta.len() <= WHOLE_FILE_LIMIT => Some(read_exact_at(&File::open(&path)?, 0, meta.len() as usize)?),
+            None => None,
+        };
+        let secs = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(StaticFile {
+            etag: header_value(&format!("\"{secs:x}-{:x}\"", meta.len())),
+            last_modified: header_value(&httpdate::fmt_http_date(modified)),
+            content_type: header_value(&content_type(&path)),
+            content,
+            path,
+            len: meta.len(),
+            modified,
+            identity,
+        })
+    }
+
+    /// Bytes held in memory for this file.
+    pub fn cached_bytes(&self) -> usize {
+        self.content.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 impl StaticSite {
@@ -52,12 +104,21 @@ impl StaticSite {
                 root.display()
             ));
         }
-        Ok(StaticSite { root })
+        Ok(StaticSite {
+            root,
+            cache: SiteCache::default(),
+        })
     }
 
-    /// Resolves a percent-decoded request path. `..` segments, backslashes,
-    /// NUL and symlinks leading out of the root never resolve.
+    /// Resolves a percent-decoded request path, from the cache when it was
+    /// checked less than a second ago.
     pub fn lookup(&self, path: &str) -> Lookup {
+        self.cache.get_or_resolve(path, |previous| self.resolve(path, previous))
+    }
+
+    /// Resolves a path on disk. `..` segments, backslashes, NUL and
+    /// symlinks leading out of the root never resolve.
+    fn resolve(&self, path: &str, previous: Option<&StaticFile>) -> Lookup {
         if path.contains(['\\', '\0']) {
             return Lookup::Missing;
         }
@@ -78,80 +139,86 @@ impl StaticSite {
             );
             return Lookup::Missing;
         }
-        match std::fs::metadata(&real) {
-            Ok(meta) if meta.is_file() => Lookup::File(real, meta),
-            Ok(meta) if meta.is_dir() && !path.ends_with('/') => Lookup::AddSlash,
+        let (file, meta) = match std::fs::metadata(&real) {
+            Ok(meta) if meta.is_file() => (real, meta),
+            Ok(meta) if meta.is_dir() && !path.ends_with('/') => return Lookup::AddSlash,
             Ok(meta) if meta.is_dir() => match std::fs::metadata(real.join("index.html")) {
-                Ok(index) if index.is_file() => Lookup::File(real.join("index.html"), index),
-                _ => Lookup::Missing,
+                Ok(index) if index.is_file() => (real.join("index.html"), index),
+                _ => return Lookup::Missing,
             },
-            _ => Lookup::Missing,
+            _ => return Lookup::Missing,
+        };
+        match StaticFile::open(file, &meta, previous) {
+            Ok(file) => Lookup::File(Arc::new(file)),
+            Err(e) => {
+                log::error!("cannot read static file {path}: {e}");
+                Lookup::Missing
+            }
         }
     }
 
     /// The site's `404.html` with status 404 (a plain text one if absent).
     pub async fn not_found(&self, method: &Method) -> Response<Body> {
-        let page = self.root.join("404.html");
-        match tokio::fs::read(&page).await {
-            Ok(html) => {
-                let length = HeaderValue::from(html.len());
-                let mut response = Response::new(if method == Method::HEAD {
-                    Body::Empty
-                } else {
-                    Body::full(html)
-                });
-                *response.status_mut() = StatusCode::NOT_FOUND;
-                response.headers_mut().insert(header::CONTENT_LENGTH, length);
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                );
-                response
+        let Lookup::File(page) = self.lookup("/404.html") else {
+            return responses::error(StatusCode::NOT_FOUND, "no such page");
+        };
+        let mut response = serve_file(method, &HeaderMap::new(), &page).await;
+        if response.status() == StatusCode::OK {
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            for validator in [header::ETAG, header::LAST_MODIFIED, header::ACCEPT_RANGES] {
+                response.headers_mut().remove(validator);
             }
-            Err(_) => responses::error(StatusCode::NOT_FOUND, "no such page"),
         }
+        response
     }
 }
 
-/// Serves `path` for a GET or HEAD with the request's conditional and
+/// Serves `file` for a GET or HEAD with the request's conditional and
 /// range headers.
-pub async fn serve_file(method: &Method, request: &HeaderMap, path: PathBuf, meta: Metadata) -> Response<Body> {
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-    let etag = entity_tag(&meta, modified);
-    let last_modified = httpdate::fmt_http_date(modified);
-
+pub async fn serve_file(method: &Method, request: &HeaderMap, file: &StaticFile) -> Response<Body> {
+    let len = file.len;
     let mut response = Response::new(Body::Empty);
     let headers = response.headers_mut();
-    insert(headers, header::ETAG, &etag);
-    insert(headers, header::LAST_MODIFIED, &last_modified);
-    if not_modified(request, &etag, modified) {
+    headers.reserve(8);
+    headers.insert(header::ETAG, file.etag.clone());
+    headers.insert(header::LAST_MODIFIED, file.last_modified.clone());
+    if not_modified(request, &file.etag, file.modified) {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return response;
     }
-    insert(headers, header::CONTENT_TYPE, &content_type(&path));
+    headers.insert(header::CONTENT_TYPE, file.content_type.clone());
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 
-    let range = match requested_range(request, &etag, &last_modified, len) {
+    let range = match requested_range(request, &file.etag, &file.last_modified, len) {
         RangeRequest::Whole => 0..len,
         RangeRequest::Part(range) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let content_range = format!("bytes {}-{}/{len}", range.start, range.end - 1);
-            insert(response.headers_mut(), header::CONTENT_RANGE, &content_range);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, header_value(&content_range));
             range
         }
         RangeRequest::Unsatisfiable => {
             let mut refused = responses::error(StatusCode::RANGE_NOT_SATISFIABLE, "the range lies outside the file");
-            insert(refused.headers_mut(), header::CONTENT_RANGE, &format!("bytes */{len}"));
+            refused
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, header_value(&format!("bytes */{len}")));
             return refused;
         }
     };
     let count = range.end - range.start;
-    insert(response.headers_mut(), header::CONTENT_LENGTH, &count.to_string());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     if method == Method::HEAD || count == 0 {
         return response;
     }
-    match file_body(path, range).await {
+    let body = match &file.content {
+        Some(content) => Ok(Body::full(content.slice(range.start as usize..range.end as usize))),
+        None => file_body(file.path.clone(), range).await,
+    };
+    match body {
         Ok(body) => {
             *response.body_mut() = body;
             response
@@ -163,16 +230,9 @@ pub async fn serve_file(method: &Method, request: &HeaderMap, path: PathBuf, met
     }
 }
 
-fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
-    }
-}
-
-/// nginx-style `"mtime-size"`, in hex.
-fn entity_tag(meta: &Metadata, modified: SystemTime) -> String {
-    let secs = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format!("\"{secs:x}-{:x}\"", meta.len())
+/// A header value from text we built (always valid; empty if not).
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
 }
 
 fn content_type(path: &Path) -> String {
@@ -188,12 +248,12 @@ fn content_type(path: &Path) -> String {
 }
 
 /// RFC 9110 §13.1.2–3: If-None-Match wins; else If-Modified-Since.
-fn not_modified(request: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
+fn not_modified(request: &HeaderMap, etag: &HeaderValue, modified: SystemTime) -> bool {
     if let Some(tags) = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         return tags
             .split(',')
             .map(|t| t.trim().trim_start_matches("W/"))
-            .any(|t| t == "*" || t == etag);
+            .any(|t| t == "*" || t.as_bytes() == etag.as_bytes());
     }
     let since = request
         .get(header::IF_MODIFIED_SINCE)
@@ -218,11 +278,11 @@ enum RangeRequest {
 
 /// One `bytes=` range, honouring If-Range; several ranges are answered
 /// with the whole file (RFC 9110 allows ignoring Range).
-fn requested_range(request: &HeaderMap, etag: &str, last_modified: &str, len: u64) -> RangeRequest {
+fn requested_range(request: &HeaderMap, etag: &HeaderValue, last_modified: &HeaderValue, len: u64) -> RangeRequest {
     let Some(spec) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return RangeRequest::Whole;
     };
-    if let Some(validator) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+    if let Some(validator) = request.get(header::IF_RANGE) {
         if validator != etag && validator != last_modified {
             return RangeRequest::Whole;
         }
@@ -254,7 +314,8 @@ fn parse_range(spec: &str, len: u64) -> RangeRequest {
     }
 }
 
-/// Small files in one read; large ones streamed by a reader thread.
+/// A range of a file not held in memory: one read if small, else
+/// streamed by a reader thread.
 async fn file_body(path: PathBuf, range: std::ops::Range<u64>) -> io::Result<Body> {
     let file = tokio::task::spawn_blocking(move || File::open(path))
         .await
@@ -268,7 +329,7 @@ async fn file_body(path: PathBuf, range: std::ops::Range<u64>) -> io::Result<Bod
     }
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || stream_file(&file, range, &tx));
-    Ok(Body::Channel(rx))
+    Ok(Body::channel(rx))
 }
 
 fn read_exact_at(file: &File, offset: u64, count: usize) -> io::Result<Bytes> {

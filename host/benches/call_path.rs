@@ -1,0 +1,137 @@
+//! Micro-benchmark of the plugin call path alone, without HTTP: building
+//! the environ from the request's parts, calling the app through the
+//! checked ABI (`start_response` included), and collecting its head and
+//! body: what serving an app adds to a request.
+//!
+//! `cargo bench -p host --bench call_path` (after `make build`: it loads
+//! `target/release/libbench_apps.so`). Target: ≤ 500 ns per call.
+
+use std::hint::black_box;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use host::app_spec::AppSpec;
+use host::exchange::{Chunk, Exchange, ResponseSink};
+use host::loader::{self, LoadedApp};
+use host::response_head::ResponseHead;
+use plugin_api::host::{Header, RequestVars};
+
+/// Calls per timed round, and rounds (the median is reported).
+const CALLS: u32 = 200_000;
+const ROUNDS: usize = 9;
+const TARGET: Duration = Duration::from_nanos(500);
+
+/// Keeps what a transport would send.
+#[derive(Default)]
+struct Collect {
+    status: u16,
+    bytes: usize,
+}
+
+impl ResponseSink for Collect {
+    fn head(&mut self, head: ResponseHead) -> Result<(), String> {
+        self.status = head.status;
+        Ok(())
+    }
+
+    fn data(&mut self, chunk: Chunk) -> Result<(), String> {
+        self.bytes += chunk.as_ref().len();
+        Ok(())
+    }
+
+    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
+        self.status = head.status;
+        self.bytes += body.map_or(0, |chunk| chunk.as_ref().len());
+        Ok(())
+    }
+
+    fn abort(&mut self) {}
+}
+
+fn main() {
+    let library = std::env::var_os("BENCH_APPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/libbench_apps.so"));
+    if !library.exists() {
+        eprintln!("{} is missing: run `make build` first", library.display());
+        std::process::exit(2);
+    }
+    let spec: AppSpec = format!("{}:hello", library.display()).parse().expect("a LIB:SYMBOL");
+    let app = loader::load(&spec, &[]).unwrap_or_else(|e| panic!("{e}"));
+
+    println!(
+        "| call path | ns/call (median of {ROUNDS}) | fastest round | target ≤ {} ns |",
+        TARGET.as_nanos()
+    );
+    println!("|---|---|---|---|");
+    let wrk = [("Host", "127.0.0.1:8080")];
+    let browser = [
+        ("Host", "example.com"),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("Accept-Language", "en-US,en;q=0.5"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+        ("Connection", "keep-alive"),
+        ("Cookie", "session=0123456789abcdef; theme=dark"),
+        ("Upgrade-Insecure-Requests", "1"),
+    ];
+    for (name, headers) in [
+        ("hello, 1 request header", &wrk[..]),
+        ("hello, 8 request headers", &browser[..]),
+    ] {
+        let (median, fastest) = time_calls(&app, headers);
+        let verdict = if median <= TARGET { "met" } else { "**missed**" };
+        println!(
+            "| {name} | {} | {} | {verdict} |",
+            median.as_nanos(),
+            fastest.as_nanos()
+        );
+    }
+}
+
+/// Median and fastest time per call over the rounds.
+fn time_calls(app: &LoadedApp, headers: &[(&str, &str)]) -> (Duration, Duration) {
+    let mut rounds: Vec<Duration> = (0..ROUNDS)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..CALLS {
+                black_box(call(app, headers));
+            }
+            started.elapsed() / CALLS
+        })
+        .collect();
+    rounds.sort();
+    (rounds[ROUNDS / 2], rounds[0])
+}
+
+/// One request, as the HTTP server makes it: borrowed header list and
+/// variables, then the exchange.
+fn call(app: &LoadedApp, headers: &[(&str, &str)]) -> (u16, usize) {
+    let headers: Vec<Header<'_>> = headers.iter().map(|(n, v)| Header::new(n, v)).collect();
+    let vars = RequestVars {
+        method: "GET",
+        script_name: "",
+        path_info: "/hello",
+        query_string: "",
+        server_name: "127.0.0.1",
+        server_port: "8080",
+        server_protocol: "HTTP/1.1",
+        remote_addr: "127.0.0.1",
+        remote_port: "50000",
+        url_scheme: "http",
+        multithread: true,
+        multiprocess: false,
+        run_once: false,
+    };
+    let exchange = Exchange::new(Collect::default(), std::io::empty().take(0));
+    let (summary, sink) = exchange.call(app, &vars, &headers).finish(String::new);
+    assert_eq!(summary.status, Some(200));
+    (sink.status, sink.bytes)
+}

@@ -1,0 +1,165 @@
+//! Where an app call runs: inline, on the runtime thread that serves the
+//! connection (no hand-off between threads: the cheapest), or on the
+//! blocking pool (a slow call then holds only its own thread).
+//!
+//! Routes (`PATH_INFO`s, hashed into a few buckets per mount) start on the
+//! pool. A route whose calls keep returning within [`INLINE_BUDGET`] with
+//! their whole body at once moves inline; one slow or streaming call sends
+//! it back to the pool, and each time it was inline when that happened, it
+//! must prove itself for twice as long before it returns.
+
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::Duration;
+
+/// The longest an inline call may take and stay inline: while it runs, the
+/// other connections of its runtime thread wait.
+pub const INLINE_BUDGET: Duration = Duration::from_millis(1);
+
+/// Quick, whole calls a route needs before its first inline call.
+const PROVEN: u32 = 16;
+
+/// Cap on the doubling: at most `PROVEN << 10` quick calls to return.
+const MAX_DEMOTIONS: u32 = 10;
+
+/// Buckets per mount; routes that share one share their record.
+const ROUTES: usize = 64;
+
+/// Where one call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On the connection's runtime thread.
+    Inline,
+    /// On the blocking pool.
+    Pool,
+}
+
+/// How one call went, for [`CallPolicy::record`].
+#[derive(Clone, Copy, Debug)]
+pub struct CallReport {
+    /// Where it ran.
+    pub placement: Placement,
+    /// How long the call itself took (without pulling a streamed body).
+    pub took: Duration,
+    /// Whether the body came back whole, not streamed or written in parts.
+    pub whole: bool,
+}
+
+/// The placement records of one mount's routes.
+pub struct CallPolicy {
+    routes: [RouteRecord; ROUTES],
+}
+
+#[derive(Default)]
+struct RouteRecord {
+    /// Quick, whole calls in a row.
+    streak: AtomicU32,
+    /// Times the route was sent back to the pool from inline.
+    demotions: AtomicU32,
+}
+
+impl RouteRecord {
+    fn needed(&self) -> u32 {
+        PROVEN << self.demotions.load(Relaxed).min(MAX_DEMOTIONS)
+    }
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        CallPolicy {
+            routes: std::array::from_fn(|_| RouteRecord::default()),
+        }
+    }
+}
+
+impl CallPolicy {
+    /// Where the next call for `path_info` runs.
+    pub fn place(&self, path_info: &str) -> Placement {
+        let route = self.route(path_info);
+        if route.streak.load(Relaxed) >= route.needed() {
+            Placement::Inline
+        } else {
+            Placement::Pool
+        }
+    }
+
+    /// Records how a call for `path_info` went.
+    pub fn record(&self, path_info: &str, report: CallReport) {
+        let route = self.route(path_info);
+        let streak = route.streak.load(Relaxed);
+        if report.whole && report.took <= INLINE_BUDGET {
+            // Once proven, a route's record is only read: no cache line
+            // bouncing between the runtime threads on the hot path.
+            if streak < route.needed() {
+                route.streak.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        if streak != 0 {
+            route.streak.store(0, Relaxed);
+        }
+        if report.placement == Placement::Inline {
+            let demotions = route.demotions.fetch_add(1, Relaxed) + 1;
+            log::debug!(
+                "{path_info}: an inline call took {:?} (whole body: {}); back to the blocking pool until {} quick calls",
+                report.took,
+                report.whole,
+                PROVEN << demotions.min(MAX_DEMOTIONS)
+            );
+        }
+    }
+
+    fn route(&self, path_info: &str) -> &RouteRecord {
+        &self.routes[fnv1a(path_info.as_bytes()) as usize % ROUTES]
+    }
+}
+
+/// FNV-1a: a few cycles per byte, plenty for spreading paths over buckets.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, &byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(placement: Placement, micros: u64, whole: bool) -> CallReport {
+        CallReport {
+            placement,
+            took: Duration::from_micros(micros),
+            whole,
+        }
+    }
+
+    #[test]
+    fn a_route_moves_inline_after_quick_whole_calls_and_back_after_a_slow_one() {
+        let policy = CallPolicy::default();
+        for _ in 0..PROVEN {
+            assert_eq!(policy.place("/a"), Placement::Pool);
+            policy.record("/a", call(Placement::Pool, 10, true));
+        }
+        assert_eq!(policy.place("/a"), Placement::Inline);
+        policy.record("/a", call(Placement::Inline, 10_000, true));
+        assert_eq!(policy.place("/a"), Placement::Pool);
+        // The second time it takes twice as many quick calls.
+        for _ in 0..2 * PROVEN - 1 {
+            policy.record("/a", call(Placement::Pool, 10, true));
+        }
+        assert_eq!(policy.place("/a"), Placement::Pool);
+        policy.record("/a", call(Placement::Pool, 10, true));
+        assert_eq!(policy.place("/a"), Placement::Inline);
+    }
+
+    #[test]
+    fn streamed_bodies_and_slow_pool_calls_keep_a_route_on_the_pool() {
+        let policy = CallPolicy::default();
+        for i in 0..10 * PROVEN {
+            let report = call(Placement::Pool, 10, i % 4 != 0);
+            policy.record("/stream", report);
+            policy.record("/slow", call(Placement::Pool, 5_000, true));
+        }
+        assert_eq!(policy.place("/stream"), Placement::Pool);
+        assert_eq!(policy.place("/slow"), Placement::Pool);
+    }
+}
