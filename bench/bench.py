@@ -763,6 +763,22 @@ def callgrind_section(scratch: Scratch) -> str:
     return "\n".join(lines)
 
 
+def call_path_section() -> str:
+    """The plugin call path alone: `cargo bench -p host --bench call_path`'s table."""
+    print("call path micro-benchmark", file=sys.stderr)
+    done = subprocess.run(
+        ["cargo", "bench", "-q", "-p", "host", "--bench", "call_path"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"cargo bench failed:\n{done.stderr[-2000:]}")
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    return "## Plugin call path (cargo bench -p host --bench call_path)\n\n" + "\n".join(table)
+
+
 # --------------------------------------------------------------------------
 # Report header and command line
 
@@ -844,6 +860,7 @@ def run(opts, report: Report) -> None:
     check_prerequisites(workloads)
     report.add("## Throughput\n\n" + throughput_table(run_throughput(workloads, opts)))
     report.add(rss_section(opts.scratch))
+    report.add(call_path_section())
     if opts.skip_callgrind:
         report.add("## Instructions per request\n\nskipped (--skip-callgrind)")
     elif not shutil.which("valgrind"):

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::app_spec::LibraryRef;
 use crate::cli::{Fatal, ServeArgs};
-use crate::config::{FileConfig, Settings};
+use crate::config::{default_workers, FileConfig, Settings};
 use crate::loader::{self, LoadedApp};
 use crate::server::access_log::AccessLog;
 use crate::server::connection::{inherited_sockets, Listener};
@@ -48,7 +48,7 @@ fn run_single(settings: &Settings) -> Result<(), Fatal> {
         log::warn!("with --workers 0 a stuck request cannot be stopped; its thread stays busy (use worker processes)")
     });
     let state = Arc::new(prepare(settings, on_stuck)?);
-    block_on_runtime(async {
+    block_on_runtime(1, async {
         let listeners = listen(settings)?;
         for listener in &listeners {
             log::info!("serving on {}", listener.url());
@@ -73,10 +73,14 @@ fn run_single(settings: &Settings) -> Result<(), Fatal> {
     })
 }
 
-/// Runs `future` on a multi-threaded runtime; threads still stuck inside an
-/// app when it finishes are abandoned rather than waited for.
-pub fn block_on_runtime<T>(future: impl Future<Output = Result<T, Fatal>>) -> Result<T, Fatal> {
+/// Runs `future` on a runtime with its share of the cores when `processes`
+/// serve side by side (one thread per core in all: fewer cross-thread
+/// wake-ups than every process using every core); threads still stuck
+/// inside an app when it finishes are abandoned rather than waited for.
+pub fn block_on_runtime<T>(processes: usize, future: impl Future<Output = Result<T, Fatal>>) -> Result<T, Fatal> {
+    let threads = (default_workers() / processes.max(1)).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .thread_name("host-io")
         .build()

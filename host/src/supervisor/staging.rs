@@ -4,11 +4,14 @@
 //! gets a new path, so dlopen never hands back cached old code (DESIGN-NOTES §3).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+/// The copy buffer: small, so staging never grows the heap.
+const COPY_BUFFER: usize = 64 << 10;
 
 /// Staging folders are named this plus the master's pid.
 const PREFIX: &str = "host-stage-";
@@ -35,29 +38,40 @@ impl Stage {
     }
 
     /// Copies `source` to `<stage>/<sha256 prefix>-<file name>` unless that
-    /// content is already staged, and returns the staged path.
+    /// content is already staged, and returns the staged path. One pass
+    /// with a small buffer: what is hashed is what is copied, and a large
+    /// library does not grow the master's heap.
     pub fn stage(&self, source: &Path) -> io::Result<PathBuf> {
-        let bytes = fs::read(source)?;
-        let digest = Sha256::digest(&bytes);
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         let name = source
             .file_name()
             .map_or_else(|| "lib.so".into(), |n| n.to_string_lossy().into_owned());
-        let staged = self.dir.join(format!("{hex}-{name}"));
-        if staged.exists() {
-            return Ok(staged);
-        }
         // Write beside, then rename: a staged path is complete or absent.
-        let partial = self.dir.join(format!(".{hex}-{name}.partial"));
-        let mut file = fs::OpenOptions::new()
+        let partial = self.dir.join(format!(".{name}.partial"));
+        let mut copy = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o500)
             .open(&partial)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&partial, &staged)?;
+        let mut hasher = Sha256::new();
+        let mut original = fs::File::open(source)?;
+        let mut buf = vec![0; COPY_BUFFER];
+        loop {
+            let count = original.read(&mut buf)?;
+            if count == 0 {
+                break;
+            }
+            hasher.update(&buf[..count]);
+            copy.write_all(&buf[..count])?;
+        }
+        copy.sync_all()?;
+        let hex: String = hasher.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let staged = self.dir.join(format!("{hex}-{name}"));
+        if staged.exists() {
+            fs::remove_file(&partial)?;
+        } else {
+            fs::rename(&partial, &staged)?;
+        }
         Ok(staged)
     }
 }

@@ -48,7 +48,7 @@ pub fn run(config: &Path) -> Result<u8, Fatal> {
         })
     };
     let state = Arc::new(prepare(&settings, on_stuck)?);
-    block_on_runtime(async move {
+    block_on_runtime(settings.workers, async move {
         let listeners = listen(&settings)?;
         let mut signals = Signals::install().map_err(|e| Fatal::internal(format!("cannot handle signals: {e}")))?;
         let signal_stop = stop_tx.clone();
