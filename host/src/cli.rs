@@ -132,7 +132,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION")]
     pub graceful_timeout: Option<Seconds>,
 
-    /// Longest a request may run inside the app: 504, and its worker is replaced [default: 30s].
+    /// Longest a request may run inside the app: its worker is replaced, and it gets a 504 unless it runs inline [default: 30s].
     #[arg(long = "timeout", value_name = "DURATION")]
     pub request_timeout: Option<Seconds>,
 

@@ -125,7 +125,8 @@ enum Answer {
 /// streamed one is pulled on the blocking pool.
 fn call_inline(call: AppCall, parts: Parts, exchange: HttpExchange) -> Answer {
     let mut called = {
-        let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path());
+        let route = call.policy.route_of(&call.path_info);
+        let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path(), &call.policy, route);
         call_app(&call, &parts, exchange, Placement::Inline)
     };
     if called.streams() {
@@ -163,7 +164,7 @@ where
     tokio::spawn(async move {
         if tokio::time::timeout(deadline, done_rx).await.is_err() {
             log::error!(
-                "{method} {path} is still inside the app after the request timeout ({}s, option --timeout) in worker pid {}: answered 504",
+                "{method} {path} is still inside the app after the request timeout ({}s, option --timeout) in pid {}: answered 504",
                 deadline.as_secs_f64(),
                 std::process::id()
             );

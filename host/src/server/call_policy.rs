@@ -6,7 +6,10 @@
 //! pool. A route whose calls keep returning within [`INLINE_BUDGET`] with
 //! their whole body at once moves inline; one slow or streaming call sends
 //! it back to the pool, and each time it was inline when that happened, it
-//! must prove itself for twice as long before it returns.
+//! must prove itself for twice as long before it returns. An inline call
+//! that runs long is noticed while it runs ([`super::stuck_calls`] calls
+//! [`CallPolicy::demote`]), so the route's next calls go to the pool even
+//! before it returns; what cannot be undone is the runtime thread it holds.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
@@ -43,6 +46,10 @@ pub struct CallReport {
     /// Whether the body came back whole, not streamed or written in parts.
     pub whole: bool,
 }
+
+/// One of a mount's route records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteId(usize);
 
 /// The placement records of one mount's routes.
 pub struct CallPolicy {
@@ -82,6 +89,20 @@ impl CallPolicy {
         }
     }
 
+    /// Which record `path_info` shares, for [`CallPolicy::demote`].
+    pub fn route_of(&self, path_info: &str) -> RouteId {
+        RouteId(fnv1a(path_info.as_bytes()) as usize % ROUTES)
+    }
+
+    /// Sends a route back to the pool now: one of its inline calls is
+    /// taking long.
+    pub fn demote(&self, route: RouteId) {
+        let record = &self.routes[route.0];
+        if record.streak.swap(0, Relaxed) != 0 {
+            record.demotions.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Records how a call for `path_info` went.
     pub fn record(&self, path_info: &str, report: CallReport) {
         let route = self.route(path_info);
@@ -94,9 +115,10 @@ impl CallPolicy {
             }
             return;
         }
-        if streak != 0 {
-            route.streak.store(0, Relaxed);
+        if streak == 0 {
+            return; // already back on the pool (or demoted while it ran)
         }
+        route.streak.store(0, Relaxed);
         if report.placement == Placement::Inline {
             let demotions = route.demotions.fetch_add(1, Relaxed) + 1;
             log::debug!(
@@ -109,7 +131,7 @@ impl CallPolicy {
     }
 
     fn route(&self, path_info: &str) -> &RouteRecord {
-        &self.routes[fnv1a(path_info.as_bytes()) as usize % ROUTES]
+        &self.routes[self.route_of(path_info).0]
     }
 }
 
@@ -149,6 +171,22 @@ mod tests {
         assert_eq!(policy.place("/a"), Placement::Pool);
         policy.record("/a", call(Placement::Pool, 10, true));
         assert_eq!(policy.place("/a"), Placement::Inline);
+    }
+
+    #[test]
+    fn a_demotion_while_a_call_runs_counts_once() {
+        let policy = CallPolicy::default();
+        for _ in 0..PROVEN {
+            policy.record("/b", call(Placement::Pool, 10, true));
+        }
+        assert_eq!(policy.place("/b"), Placement::Inline);
+        policy.demote(policy.route_of("/b"));
+        assert_eq!(policy.place("/b"), Placement::Pool);
+        policy.record("/b", call(Placement::Inline, 50_000, true));
+        for _ in 0..2 * PROVEN {
+            policy.record("/b", call(Placement::Pool, 10, true));
+        }
+        assert_eq!(policy.place("/b"), Placement::Inline);
     }
 
     #[test]

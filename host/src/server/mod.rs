@@ -74,7 +74,11 @@ const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 /// Serves on `listeners` until `stop` says so, then drains in-flight
 /// requests for up to the graceful timeout.
 pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: watch::Receiver<StopLevel>) {
-    stuck_calls::watch(state.limits.request_timeout.0, state.on_stuck.clone());
+    stuck_calls::watch(
+        tokio::runtime::Handle::current(),
+        state.limits.request_timeout.0,
+        state.on_stuck.clone(),
+    );
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_loops = Vec::new();

@@ -1,24 +1,44 @@
-//! Notices inline app calls that outlive the request timeout. Such a call
-//! blocks its runtime thread, so no timer on that thread can fire: each
-//! runtime thread instead marks, in a slot of its own, which request it is
-//! inside, and a watchdog thread looks at the slots a few times a second.
+//! Watches inline app calls, which block their runtime thread (so no timer
+//! on that thread can fire): each runtime thread marks, in a slot of its
+//! own, which request and route it is inside, and a watchdog thread looks
+//! at the slots every few milliseconds. A call running longer than
+//! [`LONG_INLINE`] sends its route back to the blocking pool at once (the
+//! route's next calls must not pile onto the other runtime threads) and
+//! wakes an idle runtime thread: the blocked one may have been the last to
+//! poll for I/O, and tokio hands the I/O driver on only when a thread parks,
+//! so without the nudge every connection would wait for the call. A call
+//! past the request timeout is logged and its worker retired.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
+
+use super::call_policy::{CallPolicy, RouteId};
 use super::OnStuck;
 
 /// How often the watchdog looks.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(5);
+
+/// An inline call running this long demotes its route.
+pub const LONG_INLINE: Duration = Duration::from_millis(5);
 
 /// One runtime thread's current inline call.
 #[derive(Default)]
 struct Slot {
     /// When the call began, in ms since [`epoch`] plus one; 0 when idle.
     since: AtomicU64,
-    /// `METHOD /path`, for the log.
-    request: Mutex<String>,
+    /// What it is, for the log and for demoting its route.
+    call: Mutex<CallInfo>,
+}
+
+#[derive(Default)]
+struct CallInfo {
+    /// `METHOD /path`.
+    request: String,
+    /// The mount's policy and the route's record in it.
+    route: Option<(Arc<CallPolicy>, RouteId)>,
 }
 
 /// Every runtime thread's slot.
@@ -45,14 +65,19 @@ fn now_ms() -> u64 {
 pub struct InlineCall(());
 
 impl InlineCall {
-    /// Marks the start of an inline call for `method path`.
-    pub fn enter(method: &str, path: &str) -> InlineCall {
+    /// Marks the start of an inline call for `method path` on `route`.
+    pub fn enter(method: &str, path: &str, policy: &Arc<CallPolicy>, route: RouteId) -> InlineCall {
         SLOT.with(|slot| {
-            let mut request = slot.request.lock().unwrap_or_else(|e| e.into_inner());
-            request.clear();
-            request.push_str(method);
-            request.push(' ');
-            request.push_str(path);
+            let mut call = slot.call.lock().unwrap_or_else(|e| e.into_inner());
+            call.request.clear();
+            call.request.push_str(method);
+            call.request.push(' ');
+            call.request.push_str(path);
+            match &mut call.route {
+                // The same mount as last time on this thread: no refcount traffic.
+                Some((known, id)) if Arc::ptr_eq(known, policy) => *id = route,
+                other => *other = Some((policy.clone(), route)),
+            }
             slot.since.store(now_ms(), Relaxed);
         });
         InlineCall(())
@@ -65,42 +90,65 @@ impl Drop for InlineCall {
     }
 }
 
-/// Starts the watchdog thread (once per process): a call inside the app
-/// for longer than `timeout` is logged and `on_stuck` runs, once per call.
-pub fn watch(timeout: Duration, on_stuck: OnStuck) {
+/// Starts the watchdog thread (once per process) for the calls made on
+/// `runtime`: a call inside the app for longer than `timeout` is logged
+/// and `on_stuck` runs, once per call.
+pub fn watch(runtime: Handle, timeout: Duration, on_stuck: OnStuck) {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         let spawned = std::thread::Builder::new()
             .name("stuck-calls".into())
-            .spawn(move || patrol(timeout, &on_stuck));
+            .spawn(move || patrol(&runtime, timeout, &on_stuck));
         if let Err(e) = spawned {
             log::error!("cannot start the stuck-call watchdog: {e}; inline calls are not timed");
         }
     });
 }
 
-fn patrol(timeout: Duration, on_stuck: &OnStuck) {
-    let timeout_ms = timeout.as_millis() as u64;
-    // The start time of the last call reported per slot: each once.
-    let mut reported: Vec<u64> = Vec::new();
+fn patrol(runtime: &Handle, timeout: Duration, on_stuck: &OnStuck) {
+    let (long_ms, timeout_ms) = (LONG_INLINE.as_millis() as u64, timeout.as_millis() as u64);
+    // Per slot, the start of the call last demoted and last reported:
+    // each call is acted on once.
+    let (mut demoted, mut reported): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     loop {
         std::thread::sleep(TICK);
-        let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        demoted.resize(slots.len(), 0);
         reported.resize(slots.len(), 0);
         let now = now_ms();
-        for (slot, reported) in slots.iter().zip(reported.iter_mut()) {
+        for (i, slot) in slots.iter().enumerate() {
             let since = slot.since.load(Relaxed);
-            if since == 0 || since == *reported || now - since <= timeout_ms {
+            if since == 0 || now - since < long_ms || (since == demoted[i] && since == reported[i]) {
                 continue;
             }
-            *reported = since;
-            let request = slot.request.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            log::error!(
-                "{request} is still inside the app after the request timeout ({}s, option --timeout) in worker pid {}; it runs inline, so its runtime thread is blocked",
-                timeout.as_secs_f64(),
-                std::process::id()
-            );
-            on_stuck();
+            let call = slot.call.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.since.load(Relaxed) != since {
+                continue; // it ended meanwhile
+            }
+            if demoted[i] != since {
+                demoted[i] = since;
+                if let Some((policy, route)) = &call.route {
+                    policy.demote(*route);
+                    log::debug!(
+                        "{}: inline for over {LONG_INLINE:?}; its route goes back to the pool",
+                        call.request
+                    );
+                }
+                // A task from outside wakes a parked runtime thread, which
+                // takes the I/O driver over when it parks again.
+                drop(runtime.spawn(async {}));
+            }
+            if reported[i] != since && now - since > timeout_ms {
+                reported[i] = since;
+                log::error!(
+                    "{} is still inside the app after the request timeout ({}s, option --timeout) in pid {}; it runs inline, so its runtime thread is blocked and no 504 can be sent",
+                    call.request,
+                    timeout.as_secs_f64(),
+                    std::process::id()
+                );
+                drop(call);
+                on_stuck();
+            }
         }
     }
 }

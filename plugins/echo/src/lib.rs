@@ -15,11 +15,13 @@
 //! | `/status/<code>` | status `<code> <reason>` (`Unknown` for codes not in its table), body `status <code>` |
 //! | `/sleep/<ms>` | sleeps `<ms>` milliseconds (at most 60 000), then `slept <ms>` |
 //! | `/big/<n>` | `n` bytes of `x` (at most 64 MiB), with `Content-Length` |
+//! | `/mixed` | one route, quick or not on demand, by query string: none, `mixed whole\n`; `stream=<n>`, `chunk0\n` … `chunk<n-1>\n` streamed; `write=<n>`, the same chunks through the write callable, then `returned\n` returned; `sleep=<ms>`, as `/sleep/<ms>` |
 //! | `/panic` | panics |
 //! | `/error` | returns an error (the host answers 500) |
 //! | anything else | `application/json`: `{"environ": {…}, "body": "…", "body_length": n}` |
 //!
-//! A malformed number in `/status/`, `/sleep/` or `/big/` gets `400 Bad Request`.
+//! A malformed number in `/status/`, `/sleep/` or `/big/`, and any other
+//! query string on `/mixed`, gets `400 Bad Request`.
 //!
 //! Exported as `application`: `host ./libecho.so:application`.
 
@@ -36,6 +38,9 @@ const MAX_SLEEP_MS: u64 = 60_000;
 /// The largest `/big/<n>` body, in bytes.
 const MAX_BIG: u64 = 64 * 1024 * 1024;
 
+/// The most chunks `/mixed?stream=<n>` and `/mixed?write=<n>` send.
+const MAX_CHUNKS: usize = 10_000;
+
 /// The app: dispatches on `PATH_INFO` as the crate docs describe.
 fn application(environ: &Environ, start_response: &mut StartResponse) -> Result<Body, AppError> {
     let path = environ.path_info();
@@ -49,15 +54,9 @@ fn application(environ: &Environ, start_response: &mut StartResponse) -> Result<
         return big(size, start_response);
     }
     match path {
-        "/stream" => {
-            start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
-            Ok(Body::stream((0..5).map(|i| format!("chunk{i}\n"))))
-        }
-        "/write" => {
-            let mut write = start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
-            write.write_all(b"written-by-write\n")?;
-            Ok("returned\n".into())
-        }
+        "/stream" => stream(5, start_response),
+        "/write" => write(["written-by-write\n".to_owned()], start_response),
+        "/mixed" => mixed(environ.query_string(), start_response),
         "/panic" => panic!("echo was asked to panic"),
         "/error" => Err("echo was asked to fail".into()),
         _ => echo(environ, start_response),
@@ -82,6 +81,50 @@ fn echo(environ: &Environ, start_response: &mut StartResponse) -> Result<Body, A
     text.push(b'\n');
     start_response.start("200 OK", &[("Content-Type", "application/json")])?;
     Ok(text.into())
+}
+
+/// `/stream`: `count` chunks, `chunk0\n` …, streamed.
+fn stream(count: usize, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
+    Ok(Body::stream((0..count).map(chunk)))
+}
+
+/// The `i`th chunk of `/stream` and `/mixed`: `chunk<i>\n`.
+fn chunk(i: usize) -> String {
+    format!("chunk{i}\n")
+}
+
+/// `/write`: each of `chunks` through the write callable, then `returned\n`
+/// returned.
+fn write(chunks: impl IntoIterator<Item = String>, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    let mut write = start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
+    for chunk in chunks {
+        write.write_all(chunk.as_bytes())?;
+    }
+    Ok("returned\n".into())
+}
+
+/// `/mixed`: one `PATH_INFO` that answers quickly and whole, or streams,
+/// writes or sleeps, as its query string asks.
+fn mixed(query: &str, start_response: &mut StartResponse) -> Result<Body, AppError> {
+    if query.is_empty() {
+        start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
+        return Ok("mixed whole\n".into());
+    }
+    if let Some(ms) = query.strip_prefix("sleep=") {
+        return sleep(ms, start_response);
+    }
+    let chunks = |count: &str| count.parse::<usize>().ok().map(|count| count.min(MAX_CHUNKS));
+    if let Some(count) = query.strip_prefix("stream=").and_then(chunks) {
+        return stream(count, start_response);
+    }
+    if let Some(count) = query.strip_prefix("write=").and_then(chunks) {
+        return write((0..count).map(chunk), start_response);
+    }
+    bad_request(
+        "/mixed takes no query string, stream=<n>, write=<n> or sleep=<ms>",
+        start_response,
+    )
 }
 
 /// `/status/<code>`: that status, with a reason phrase from a small table.
