@@ -60,6 +60,8 @@ pub struct CallPolicy {
 struct RouteRecord {
     /// Quick, whole calls in a row.
     streak: AtomicU32,
+    /// Slow inline calls in a row (one can be the OS preempting the thread).
+    strikes: AtomicU32,
     /// Times the route was sent back to the pool from inline.
     demotions: AtomicU32,
 }
@@ -103,22 +105,31 @@ impl CallPolicy {
         }
     }
 
-    /// Records how a call for `path_info` went.
+    /// Records how a call for `path_info` went. An inline call that took
+    /// long (but came back whole) counts only if the one before it on this
+    /// route did too: on a busy machine the OS preempts a quick call now
+    /// and then.
     pub fn record(&self, path_info: &str, report: CallReport) {
         let route = self.route(path_info);
-        let streak = route.streak.load(Relaxed);
-        if report.whole && report.took <= INLINE_BUDGET {
-            // Once proven, a route's record is only read: no cache line
-            // bouncing between the runtime threads on the hot path.
-            if streak < route.needed() {
+        let quick = report.whole && report.took <= INLINE_BUDGET;
+        // Once proven, a route's record is only read: no cache line
+        // bouncing between the runtime threads on the hot path.
+        if quick {
+            if route.strikes.load(Relaxed) != 0 {
+                route.strikes.store(0, Relaxed);
+            }
+            if route.streak.load(Relaxed) < route.needed() {
                 route.streak.fetch_add(1, Relaxed);
             }
             return;
         }
-        if streak == 0 {
+        let first_strike = route.strikes.fetch_add(1, Relaxed) == 0;
+        if report.placement == Placement::Inline && report.whole && first_strike {
+            return;
+        }
+        if route.streak.swap(0, Relaxed) == 0 {
             return; // already back on the pool (or demoted while it ran)
         }
-        route.streak.store(0, Relaxed);
         if report.placement == Placement::Inline {
             let demotions = route.demotions.fetch_add(1, Relaxed) + 1;
             log::debug!(
@@ -161,6 +172,12 @@ mod tests {
             assert_eq!(policy.place("/a"), Placement::Pool);
             policy.record("/a", call(Placement::Pool, 10, true));
         }
+        assert_eq!(policy.place("/a"), Placement::Inline);
+        // One slow call may be the OS preempting the thread; two in a row are not.
+        policy.record("/a", call(Placement::Inline, 10_000, true));
+        assert_eq!(policy.place("/a"), Placement::Inline);
+        policy.record("/a", call(Placement::Inline, 10, true));
+        policy.record("/a", call(Placement::Inline, 10_000, true));
         assert_eq!(policy.place("/a"), Placement::Inline);
         policy.record("/a", call(Placement::Inline, 10_000, true));
         assert_eq!(policy.place("/a"), Placement::Pool);

@@ -21,12 +21,18 @@ use super::OnStuck;
 /// How often the watchdog looks.
 const TICK: Duration = Duration::from_millis(5);
 
-/// An inline call running this long demotes its route.
+/// An inline call waiting (its thread asleep: I/O, a lock, a timer) this
+/// long demotes its route.
 pub const LONG_INLINE: Duration = Duration::from_millis(5);
 
+/// An inline call whose thread is running (computing, or preempted by the
+/// OS on a busy machine, which must not count) demotes its route after this.
+pub const LONG_RUNNING_INLINE: Duration = Duration::from_millis(50);
+
 /// One runtime thread's current inline call.
-#[derive(Default)]
 struct Slot {
+    /// The runtime thread's id, to read its state.
+    tid: libc::pid_t,
     /// When the call began, in ms since [`epoch`] plus one; 0 when idle.
     since: AtomicU64,
     /// What it is, for the log and for demoting its route.
@@ -46,7 +52,12 @@ static SLOTS: Mutex<Vec<Arc<Slot>>> = Mutex::new(Vec::new());
 
 thread_local! {
     static SLOT: Arc<Slot> = {
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot {
+            // SAFETY: gettid has no preconditions and cannot fail.
+            tid: unsafe { libc::gettid() },
+            since: AtomicU64::new(0),
+            call: Mutex::default(),
+        });
         SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(slot.clone());
         slot
     };
@@ -106,7 +117,8 @@ pub fn watch(runtime: Handle, timeout: Duration, on_stuck: OnStuck) {
 }
 
 fn patrol(runtime: &Handle, timeout: Duration, on_stuck: &OnStuck) {
-    let (long_ms, timeout_ms) = (LONG_INLINE.as_millis() as u64, timeout.as_millis() as u64);
+    let (long_ms, running_ms) = (LONG_INLINE.as_millis() as u64, LONG_RUNNING_INLINE.as_millis() as u64);
+    let timeout_ms = timeout.as_millis() as u64;
     // Per slot, the start of the call last demoted and last reported:
     // each call is acted on once.
     let (mut demoted, mut reported): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
@@ -125,7 +137,7 @@ fn patrol(runtime: &Handle, timeout: Duration, on_stuck: &OnStuck) {
             if slot.since.load(Relaxed) != since {
                 continue; // it ended meanwhile
             }
-            if demoted[i] != since {
+            if demoted[i] != since && (now - since >= running_ms || !is_running(slot.tid)) {
                 demoted[i] = since;
                 if let Some((policy, route)) = &call.route {
                     policy.demote(*route);
@@ -151,4 +163,16 @@ fn patrol(runtime: &Handle, timeout: Duration, on_stuck: &OnStuck) {
             }
         }
     }
+}
+
+/// Whether a thread of this process is running or waiting for a CPU
+/// (state `R` in `/proc/self/task/<tid>/stat`), as opposed to asleep.
+fn is_running(tid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // "tid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        == Some('R')
 }
