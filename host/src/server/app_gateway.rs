@@ -134,10 +134,11 @@ fn call_inline(call: AppCall, parts: Parts, exchange: HttpExchange) -> Answer {
         on_pool(call, parts, move |_, _| called);
         return answer;
     }
-    match finish(&call, &parts, called).take_response() {
-        Some(response) => Answer::Ready(response),
-        None => Answer::Ready(no_response()),
-    }
+    Answer::Ready(
+        finish(&call, &parts, called)
+            .take_response()
+            .unwrap_or_else(no_response),
+    )
 }
 
 fn no_response() -> Response<Body> {
