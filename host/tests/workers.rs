@@ -236,17 +236,6 @@ fn install(from: &Path, to: &Path) {
     std::fs::rename(&partial, to).unwrap_or_else(|e| panic!("rename over {}: {e}", to.display()));
 }
 
-/// Stops the host with SIGTERM and waits (bounded) for it to exit 0.
-fn stop(server: &mut Server) {
-    server.signal("TERM");
-    let status = server.wait_exit(Duration::from_secs(15));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the master did not exit 0 within 15 s of SIGTERM: {status:?}\n{}",
-        server.log()
-    );
-}
-
 /// A host serving `app` at `/` with two workers and no static site, plus
 /// `extra` flags.
 fn start(app: &str, extra: &[&str]) -> Server {
@@ -455,7 +444,7 @@ fn faults_take_down_only_their_worker() {
     {
         println!("  log: {line}");
     }
-    stop(&mut server);
+    server.stop();
 }
 
 #[test]
@@ -517,7 +506,7 @@ fn sigkill_costs_only_in_flight_requests() {
         worker_pids(master)
     );
     println!("workers {workers:?} → {:?}", replaced.unwrap_or_default());
-    stop(&mut server);
+    server.stop();
 }
 
 #[test]
@@ -633,7 +622,7 @@ fn swap_v1_to_v2_drops_nothing() {
         "one new generation per swap:\n{}",
         server.log()
     );
-    stop(&mut server);
+    server.stop();
 }
 
 #[test]
@@ -725,7 +714,7 @@ fn broken_swaps_keep_the_old_generation() {
     );
     assert_eq!(failed, 0, "requests failed: {:?}", failures(&records));
     assert!(alive(&mut server), "the master died:\n{}", server.log());
-    stop(&mut server);
+    server.stop();
 }
 
 #[test]
@@ -765,7 +754,7 @@ fn reload_notices_a_rebuilt_file() {
     for line in lines_with(&log, "--reload") {
         println!("  log: {line}");
     }
-    stop(&mut server);
+    server.stop();
 }
 
 #[test]
@@ -858,7 +847,7 @@ fn crash_loop_is_reported_not_spun() {
     {
         println!("  log: {line}");
     }
-    stop(&mut server);
+    server.stop();
 }
 
 /// Sends `signal` to each pid when dropped: a test that fails half-way must
@@ -982,7 +971,7 @@ fn abandoned_generation_finishes_requests_it_accepted() {
     assert!(alive(&mut server), "the master died:\n{log}");
     // Stopped before the verdict, so even a failing run cleans up its
     // staging folder (a killed master cannot).
-    stop(&mut server);
+    server.stop();
     assert_eq!(
         dropped, 0,
         "abandoning a pending generation dropped {dropped} requests its ready worker had accepted (master.rs \

@@ -206,6 +206,17 @@ impl Server {
         }
     }
 
+    /// Stops the host with SIGTERM and waits (bounded) for it to exit 0.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait_exit(Duration::from_secs(15));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the host did not exit 0 within 15 s of SIGTERM: {status:?}\n{}",
+            self.log()
+        );
+    }
+
     /// Everything the host wrote to stderr so far (its log).
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
