@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::access_log::{AccessLog, Entry};
 use super::body::{Body, BodyFrame};
-use super::call_policy::{CallPolicy, CallReport, Placement};
+use super::call_policy::{CallPolicy, CallReport, Placement, RouteId};
 use super::connection::ConnInfo;
 use super::responses;
 use super::stuck_calls::InlineCall;
@@ -38,6 +38,8 @@ pub struct AppCall {
     pub app: Arc<LoadedApp>,
     /// Where the mount's calls run.
     pub policy: Arc<CallPolicy>,
+    /// This request's route record in `policy` (from `path_info`).
+    pub route: RouteId,
     /// `SCRIPT_NAME`.
     pub script_name: String,
     /// `PATH_INFO`, percent-decoded.
@@ -74,7 +76,7 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
     // An inline call must never wait for the connection: only bodiless
     // requests qualify.
     let placement = match body.is_end_stream() {
-        true => call.policy.place(&call.path_info),
+        true => call.policy.place(call.route),
         false => Placement::Pool,
     };
     let head_only = parts.method == Method::HEAD;
@@ -125,8 +127,7 @@ enum Answer {
 /// streamed one is pulled on the blocking pool.
 fn call_inline(call: AppCall, parts: Parts, exchange: HttpExchange) -> Answer {
     let mut called = {
-        let route = call.policy.route_of(&call.path_info);
-        let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path(), &call.policy, route);
+        let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path(), &call.policy, call.route);
         call_app(&call, &parts, exchange, Placement::Inline)
     };
     if called.streams() {
@@ -189,7 +190,7 @@ fn call_app(
         took: started.elapsed(),
         whole,
     };
-    call.policy.record(&call.path_info, report);
+    call.policy.record(call.route, &call.path_info, report);
     called
 }
 

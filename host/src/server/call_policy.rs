@@ -81,9 +81,9 @@ impl Default for CallPolicy {
 }
 
 impl CallPolicy {
-    /// Where the next call for `path_info` runs.
-    pub fn place(&self, path_info: &str) -> Placement {
-        let route = self.route(path_info);
+    /// Where the next call on `route` runs.
+    pub fn place(&self, route: RouteId) -> Placement {
+        let route = &self.routes[route.0];
         if route.streak.load(Relaxed) >= route.needed() {
             Placement::Inline
         } else {
@@ -105,12 +105,12 @@ impl CallPolicy {
         }
     }
 
-    /// Records how a call for `path_info` went. An inline call that took
+    /// Records how a call on `route` (for `path_info`, named in the log) went. An inline call that took
     /// long (but came back whole) counts only if the one before it on this
     /// route did too: on a busy machine the OS preempts a quick call now
     /// and then.
-    pub fn record(&self, path_info: &str, report: CallReport) {
-        let route = self.route(path_info);
+    pub fn record(&self, route: RouteId, path_info: &str, report: CallReport) {
+        let route = &self.routes[route.0];
         let quick = report.whole && report.took <= INLINE_BUDGET;
         // Once proven, a route's record is only read: no cache line
         // bouncing between the runtime threads on the hot path.
@@ -140,10 +140,6 @@ impl CallPolicy {
             );
         }
     }
-
-    fn route(&self, path_info: &str) -> &RouteRecord {
-        &self.routes[self.route_of(path_info).0]
-    }
 }
 
 /// FNV-1a: a few cycles per byte, plenty for spreading paths over buckets.
@@ -157,6 +153,22 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
+    /// `record` and `place` by path, as the server uses them.
+    trait ByPath {
+        fn record_path(&self, path: &str, report: CallReport);
+        fn place_path(&self, path: &str) -> Placement;
+    }
+
+    impl ByPath for CallPolicy {
+        fn record_path(&self, path: &str, report: CallReport) {
+            self.record(self.route_of(path), path, report);
+        }
+
+        fn place_path(&self, path: &str) -> Placement {
+            self.place(self.route_of(path))
+        }
+    }
+
     fn call(placement: Placement, micros: u64, whole: bool) -> CallReport {
         CallReport {
             placement,
@@ -169,41 +181,41 @@ mod tests {
     fn a_route_moves_inline_after_quick_whole_calls_and_back_after_a_slow_one() {
         let policy = CallPolicy::default();
         for _ in 0..PROVEN {
-            assert_eq!(policy.place("/a"), Placement::Pool);
-            policy.record("/a", call(Placement::Pool, 10, true));
+            assert_eq!(policy.place_path("/a"), Placement::Pool);
+            policy.record_path("/a", call(Placement::Pool, 10, true));
         }
-        assert_eq!(policy.place("/a"), Placement::Inline);
+        assert_eq!(policy.place_path("/a"), Placement::Inline);
         // One slow call may be the OS preempting the thread; two in a row are not.
-        policy.record("/a", call(Placement::Inline, 10_000, true));
-        assert_eq!(policy.place("/a"), Placement::Inline);
-        policy.record("/a", call(Placement::Inline, 10, true));
-        policy.record("/a", call(Placement::Inline, 10_000, true));
-        assert_eq!(policy.place("/a"), Placement::Inline);
-        policy.record("/a", call(Placement::Inline, 10_000, true));
-        assert_eq!(policy.place("/a"), Placement::Pool);
+        policy.record_path("/a", call(Placement::Inline, 10_000, true));
+        assert_eq!(policy.place_path("/a"), Placement::Inline);
+        policy.record_path("/a", call(Placement::Inline, 10, true));
+        policy.record_path("/a", call(Placement::Inline, 10_000, true));
+        assert_eq!(policy.place_path("/a"), Placement::Inline);
+        policy.record_path("/a", call(Placement::Inline, 10_000, true));
+        assert_eq!(policy.place_path("/a"), Placement::Pool);
         // The second time it takes twice as many quick calls.
         for _ in 0..2 * PROVEN - 1 {
-            policy.record("/a", call(Placement::Pool, 10, true));
+            policy.record_path("/a", call(Placement::Pool, 10, true));
         }
-        assert_eq!(policy.place("/a"), Placement::Pool);
-        policy.record("/a", call(Placement::Pool, 10, true));
-        assert_eq!(policy.place("/a"), Placement::Inline);
+        assert_eq!(policy.place_path("/a"), Placement::Pool);
+        policy.record_path("/a", call(Placement::Pool, 10, true));
+        assert_eq!(policy.place_path("/a"), Placement::Inline);
     }
 
     #[test]
     fn a_demotion_while_a_call_runs_counts_once() {
         let policy = CallPolicy::default();
         for _ in 0..PROVEN {
-            policy.record("/b", call(Placement::Pool, 10, true));
+            policy.record_path("/b", call(Placement::Pool, 10, true));
         }
-        assert_eq!(policy.place("/b"), Placement::Inline);
+        assert_eq!(policy.place_path("/b"), Placement::Inline);
         policy.demote(policy.route_of("/b"));
-        assert_eq!(policy.place("/b"), Placement::Pool);
-        policy.record("/b", call(Placement::Inline, 50_000, true));
+        assert_eq!(policy.place_path("/b"), Placement::Pool);
+        policy.record_path("/b", call(Placement::Inline, 50_000, true));
         for _ in 0..2 * PROVEN {
-            policy.record("/b", call(Placement::Pool, 10, true));
+            policy.record_path("/b", call(Placement::Pool, 10, true));
         }
-        assert_eq!(policy.place("/b"), Placement::Inline);
+        assert_eq!(policy.place_path("/b"), Placement::Inline);
     }
 
     #[test]
@@ -211,10 +223,10 @@ mod tests {
         let policy = CallPolicy::default();
         for i in 0..10 * PROVEN {
             let report = call(Placement::Pool, 10, i % 4 != 0);
-            policy.record("/stream", report);
-            policy.record("/slow", call(Placement::Pool, 5_000, true));
+            policy.record_path("/stream", report);
+            policy.record_path("/slow", call(Placement::Pool, 5_000, true));
         }
-        assert_eq!(policy.place("/stream"), Placement::Pool);
-        assert_eq!(policy.place("/slow"), Placement::Pool);
+        assert_eq!(policy.place_path("/stream"), Placement::Pool);
+        assert_eq!(policy.place_path("/slow"), Placement::Pool);
     }
 }

@@ -207,6 +207,7 @@ async fn handle(
                     let call = app_gateway::AppCall {
                         app: mount.app.clone(),
                         policy: mount.policy.clone(),
+                        route: mount.policy.route_of(&path_info),
                         script_name: router::script_name(&mount.prefix).to_owned(),
                         path_info,
                         conn: conn.clone(),
