@@ -6,7 +6,8 @@ use std::str::FromStr;
 
 /// An app named on the command line: a library and the symbol it exports,
 /// the analogue of WSGI's `module:callable`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AppSpec {
     /// The library: a path, or a bare name looked up as `lib<name>.so`.
     pub library: LibraryRef,
@@ -69,6 +70,19 @@ impl FromStr for AppSpec {
             library,
             symbol: symbol.to_owned(),
         })
+    }
+}
+
+impl TryFrom<String> for AppSpec {
+    type Error = SpecError;
+    fn try_from(text: String) -> Result<Self, SpecError> {
+        text.parse()
+    }
+}
+
+impl From<AppSpec> for String {
+    fn from(spec: AppSpec) -> String {
+        spec.to_string()
     }
 }
 

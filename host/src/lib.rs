@@ -5,21 +5,23 @@
 //! - [`response_head`]: `start_response`'s rules.
 //! - [`exchange`]: one request/response with an app, over any transport.
 //! - [`cgi`]: CGI mode.
-//! - [`config`]: settings from defaults, the config file and flags.
-//! - [`server`]: the HTTP server; [`serve`]: the serving command.
+//! - [`config`]: every option, declared once, and where values come from.
+//! - [`server`]: the HTTP server.
 //! - [`supervisor`]: the master and its worker processes.
 //! - [`signals`]: what each signal means, in one place.
-//! - [`cli`]: the command line.
+//! - [`error`]: failures and the exit codes they map to.
+//! - [`commands`]: what each subcommand does; [`cli`]: the command line.
 
 pub mod app_spec;
 pub mod cgi;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod error;
 pub mod exchange;
 pub mod loader;
 pub mod logging;
 pub mod response_head;
-pub mod serve;
 pub mod server;
 pub mod signals;
 pub mod supervisor;

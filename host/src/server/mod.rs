@@ -6,6 +6,7 @@
 //! - [`app_gateway`]: apps over HTTP; [`call_policy`] decides where a
 //!   call runs, [`stuck_calls`] notices inline calls past the timeout.
 //! - [`access_log`], [`body`], [`responses`]: what every response needs.
+//! - [`startup`]: what a serving process does before its first request.
 
 pub mod access_log;
 pub mod app_gateway;
@@ -15,6 +16,7 @@ pub mod connection;
 pub mod responses;
 pub mod router;
 pub mod site_cache;
+pub mod startup;
 pub mod static_files;
 pub mod stuck_calls;
 

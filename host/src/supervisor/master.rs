@@ -21,12 +21,13 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::notify::{reloading_message, sd_notify, WorkerMessage};
-use super::process::{describe_exit, probe, send_signal, spawn_worker, Spawned};
+use super::probe;
+use super::process::{describe_exit, send_signal, spawn_worker, Spawned};
 use super::staging::Stage;
 use super::worker::EXIT_RETIRED;
 use crate::app_spec::LibraryRef;
-use crate::cli::Fatal;
-use crate::config::{BindAddr, Settings};
+use crate::config::{BindAddr, Options};
+use crate::error::Failure;
 use crate::server::connection::{bind_socket, inherited_sockets, socket_url};
 use crate::server::static_files::StaticSite;
 use crate::signals::{Event, Signals};
@@ -41,11 +42,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Runs the master until SIGINT/SIGTERM (graceful) or SIGQUIT (immediate).
-pub fn run(settings: Settings) -> Result<(), Fatal> {
+pub fn run(settings: Options) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Fatal::internal(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Failure::internal(format!("cannot start the runtime: {e}")))?;
     let result = runtime.block_on(async {
         let mut master = Master::new(settings)?;
         master.run().await
@@ -85,7 +86,7 @@ enum MasterEvent {
 }
 
 struct Master {
-    settings: Settings,
+    settings: Options,
     exe: PathBuf,
     sockets: Vec<OwnedFd>,
     owned_unix_paths: Vec<PathBuf>,
@@ -103,22 +104,22 @@ struct Master {
 }
 
 impl Master {
-    fn new(settings: Settings) -> Result<Master, Fatal> {
-        let exe = std::env::current_exe().map_err(|e| Fatal::internal(format!("cannot find our own binary: {e}")))?;
-        if let Some(dir) = settings.static_dir.as_deref() {
-            StaticSite::new(dir).map_err(Fatal::usage)?;
+    fn new(settings: Options) -> Result<Master, Failure> {
+        let exe = std::env::current_exe().map_err(|e| Failure::internal(format!("cannot find our own binary: {e}")))?;
+        if let Some(dir) = settings.static_root() {
+            StaticSite::new(dir).map_err(Failure::input)?;
         }
         let (sockets, owned_unix_paths) = match inherited_sockets() {
             Some(sockets) => (sockets, Vec::new()),
             None => {
                 let sockets = settings
-                    .binds
+                    .bind
                     .iter()
                     .map(bind_socket)
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(Fatal::usage)?;
+                    .map_err(Failure::input)?;
                 let unix = settings
-                    .binds
+                    .bind
                     .iter()
                     .filter_map(|b| match b {
                         BindAddr::Unix(path) => Some(path.clone()),
@@ -128,7 +129,7 @@ impl Master {
                 (sockets, unix)
             }
         };
-        let stage = Stage::create().map_err(|e| Fatal::internal(format!("cannot create the staging folder: {e}")))?;
+        let stage = Stage::create().map_err(|e| Failure::internal(format!("cannot create the staging folder: {e}")))?;
         let (events_tx, events_rx) = mpsc::channel(256);
         Ok(Master {
             settings,
@@ -148,9 +149,9 @@ impl Master {
         })
     }
 
-    async fn run(&mut self) -> Result<(), Fatal> {
-        let mut signals = Signals::install().map_err(|e| Fatal::internal(format!("cannot handle signals: {e}")))?;
-        self.start_generation("start").await.map_err(Fatal::usage)?;
+    async fn run(&mut self) -> Result<(), Failure> {
+        let mut signals = Signals::install().map_err(|e| Failure::internal(format!("cannot handle signals: {e}")))?;
+        self.start_generation("start").await.map_err(Failure::input)?;
         if self.settings.reload {
             let (tx, mut rx) = mpsc::channel(1);
             tokio::spawn(super::watch::watch(self.library_sources(), tx));
@@ -190,9 +191,9 @@ impl Master {
     /// The user's library files, resolved (what `--reload` watches).
     fn library_sources(&self) -> Vec<PathBuf> {
         self.settings
-            .mounts
+            .apps()
             .iter()
-            .filter_map(|m| m.app.library.resolve(&self.settings.plugin_dirs).ok())
+            .filter_map(|m| m.app.library.resolve(self.settings.plugin_dirs()).ok())
             .collect()
     }
 
@@ -203,9 +204,9 @@ impl Master {
         while self.generation == 0 {
             let deadline = self.pending.as_ref().map_or_else(Instant::now, |p| p.deadline);
             tokio::select! {
-                Some(event) = self.events_rx.recv() => self.on_event(event).await.map_err(|f| f.message)?,
+                Some(event) = self.events_rx.recv() => self.on_event(event).await.map_err(|f| f.message().to_owned())?,
                 () = sleep_until(deadline.into()) => {
-                    self.abandon_pending("its workers were not ready in time").map_err(|f| f.message)?;
+                    self.abandon_pending("its workers were not ready in time").map_err(|f| f.message().to_owned())?;
                 }
             }
         }
@@ -228,7 +229,7 @@ impl Master {
         });
         for _ in 0..self.settings.workers {
             if let Err(e) = self.spawn(generation, &config, None) {
-                self.abandon_pending(&e).map_err(|f| f.message)?;
+                self.abandon_pending(&e).map_err(|f| f.message().to_owned())?;
                 return Err(e);
             }
         }
@@ -241,13 +242,13 @@ impl Master {
 
     async fn prepare(&mut self, generation: u64) -> Result<PathBuf, String> {
         let mut staged = self.settings.clone();
+        let plugin_dirs = self.settings.plugin_dirs().to_vec();
         let mut probed: Vec<String> = Vec::new();
-        for mount in &mut staged.mounts {
-            let source = mount.app.library.resolve(&self.settings.plugin_dirs).map_err(|looked| {
+        for app in staged.app_specs_mut() {
+            let source = app.library.resolve(&plugin_dirs).map_err(|looked| {
                 let places: Vec<String> = looked.iter().map(|p| p.display().to_string()).collect();
                 format!(
-                    "cannot load app {}: library not found (looked for {}); build it first, or pass its path or --plugin-dir",
-                    mount.app,
+                    "cannot load app {app}: library not found (looked for {}); build it first, or pass its path or --plugin-dir",
                     places.join(", ")
                 )
             })?;
@@ -255,18 +256,23 @@ impl Master {
                 .stage
                 .stage(&source)
                 .map_err(|e| format!("cannot stage {}: {e}", source.display()))?;
-            let original = mount.app.to_string();
-            mount.app.library = LibraryRef::Path(copy.clone());
-            let staged_spec = mount.app.to_string();
+            let original = app.to_string();
+            app.library = LibraryRef::Path(copy.clone());
+            let staged_spec = app.to_string();
             if !probed.contains(&staged_spec) {
-                probe(&self.exe, &staged_spec)
+                probe::run(&self.exe, app, &plugin_dirs, probe::PROBE_TIMEOUT, Some("error"))
                     .await
-                    .map_err(|reason| reason.replace(&copy.display().to_string(), &source.display().to_string()))
+                    .verdict
+                    .map_err(|reason| {
+                        reason
+                            .message()
+                            .replace(&copy.display().to_string(), &source.display().to_string())
+                    })
                     .map_err(|reason| format!("{reason} [checking {original}]"))?;
                 probed.push(staged_spec);
             }
         }
-        let text = toml::to_string(&staged.to_config()).map_err(|e| e.to_string())?;
+        let text = staged.to_toml();
         let path = self.stage.dir().join(format!("generation-{generation}.toml"));
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(path)
@@ -302,7 +308,7 @@ impl Master {
         Ok(pid)
     }
 
-    async fn on_event(&mut self, event: MasterEvent) -> Result<(), Fatal> {
+    async fn on_event(&mut self, event: MasterEvent) -> Result<(), Failure> {
         match event {
             MasterEvent::Message(pid, WorkerMessage::Ready) => self.on_ready(pid),
             MasterEvent::Message(pid, WorkerMessage::Retire) => {
@@ -373,7 +379,7 @@ impl Master {
         sd_notify("READY=1");
     }
 
-    fn abandon_pending(&mut self, why: &str) -> Result<(), Fatal> {
+    fn abandon_pending(&mut self, why: &str) -> Result<(), Failure> {
         let Some(pending) = self.pending.take() else {
             return Ok(());
         };
@@ -391,7 +397,7 @@ impl Master {
             }
         }
         if self.generation == 0 {
-            return Err(Fatal::usage(format!("the workers could not start: {why}")));
+            return Err(Failure::input(format!("the workers could not start: {why}")));
         }
         log::error!(
             "generation {} abandoned ({why}); generation {} keeps serving",
@@ -418,7 +424,7 @@ impl Master {
         }
     }
 
-    fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Result<(), Fatal> {
+    fn on_exit(&mut self, pid: u32, status: ExitStatus) -> Result<(), Failure> {
         let Some(worker) = self.workers.remove(&pid) else {
             return Ok(());
         };
@@ -450,7 +456,7 @@ impl Master {
     }
 
     fn app_names(&self) -> String {
-        let names: Vec<String> = self.settings.mounts.iter().map(|m| m.app.to_string()).collect();
+        let names: Vec<String> = self.settings.apps().iter().map(|m| m.app.to_string()).collect();
         if names.is_empty() {
             "the static site".to_owned()
         } else {
@@ -505,7 +511,7 @@ impl Master {
 
     /// SIGTERM to every worker, wait for them (up to the graceful timeout),
     /// then SIGKILL what is left.
-    async fn stop(&mut self, signals: &mut Signals) -> Result<(), Fatal> {
+    async fn stop(&mut self, signals: &mut Signals) -> Result<(), Failure> {
         sd_notify("STOPPING=1");
         log::info!("stopping: draining {} workers", self.workers.len());
         // Our copies of the listening sockets go now; the workers close

@@ -4,12 +4,14 @@
 //! - [`master`]: the supervisor; never loads app code.
 //! - [`worker`]: a worker process.
 //! - [`staging`]: content-addressed copies of the app libraries.
-//! - [`process`]: fork + exec of workers and probes, signals to them.
+//! - [`process`]: fork + exec of workers, signals to them.
+//! - [`probe`]: loading an app in a throw-away process first.
 //! - [`notify`]: worker → master messages and sd_notify.
 //! - [`watch`]: `--reload`'s file watcher.
 
 pub mod master;
 pub mod notify;
+pub mod probe;
 pub mod process;
 pub mod staging;
 pub mod watch;

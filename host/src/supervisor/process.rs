@@ -1,13 +1,12 @@
-//! Starting our own binary as a worker or a probe: fork + exec (never fork
-//! alone: after fork in a threaded process only async-signal-safe calls are
+//! Starting our own binary as a worker: fork + exec (never fork alone:
+//! after fork in a threaded process only async-signal-safe calls are
 //! allowed until exec), with the listening sockets and a notification
-//! socket passed as fds 3, 4, ….
+//! socket passed as fds 3, 4, …; and signals to the processes we started.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -20,9 +19,20 @@ pub struct Spawned {
     pub notify: UnixStream,
 }
 
+/// The most file descriptors passed to a worker.
+const MAX_PASSED_FDS: usize = 64;
+
 /// Starts `exe worker --config CONFIG` with `sockets` as fds 3.. and a
 /// notification socket after them.
 pub fn spawn_worker(exe: &Path, config: &Path, sockets: &[OwnedFd]) -> io::Result<Spawned> {
+    // Checked here: the child may not allocate between fork and exec.
+    if sockets.len() + 1 > MAX_PASSED_FDS {
+        return Err(io::Error::other(format!(
+            "{} listening sockets: at most {} can be passed to a worker",
+            sockets.len(),
+            MAX_PASSED_FDS - 1
+        )));
+    }
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut inherited: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
     inherited.push(theirs.as_raw_fd());
@@ -37,6 +47,9 @@ pub fn spawn_worker(exe: &Path, config: &Path, sockets: &[OwnedFd]) -> io::Resul
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .stdin(Stdio::null());
+    for name in crate::config::options::env_names() {
+        command.env_remove(name);
+    }
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe system calls (fcntl, dup2, prctl) on
     // descriptors the parent keeps open until `spawn` returns.
@@ -65,10 +78,7 @@ fn place_fds(fds: &[RawFd]) -> io::Result<()> {
     };
     // First move every fd out of the way (they may already sit at 3, 4, …),
     // then put each in place; the scratch copies are close-on-exec.
-    let mut scratch = [0 as RawFd; 64];
-    if fds.len() > scratch.len() {
-        return Err(io::Error::other("too many listening sockets"));
-    }
+    let mut scratch = [0 as RawFd; MAX_PASSED_FDS];
     for (slot, fd) in scratch.iter_mut().zip(fds) {
         // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an open fd is async-signal-safe.
         *slot = check(unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, SCRATCH_FLOOR) })?;
@@ -82,37 +92,6 @@ fn place_fds(fds: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs `exe check LIB:SYMBOL` in a throw-away process: the app is loaded,
-/// checked and initialised there, so a crash cannot hurt the master. The
-/// probe has `HOST_PROBE=1` in its environment, so an app can skip side
-/// effects (connecting to a database, …) while it is only being validated.
-/// `Err` is the refusal (the probe's one-line message) or the crash.
-pub async fn probe(exe: &Path, app: &str) -> Result<(), String> {
-    let run = Command::new(exe)
-        .arg("check")
-        .arg(app)
-        .env("RUST_LOG", "error")
-        .env("HOST_PROBE", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .map_err(|_| format!("checking {app} took over 30 s"))?
-        .map_err(|e| format!("cannot start the probe for {app}: {e}"))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let reason = stderr
-        .lines()
-        .rev()
-        .find_map(|line| line.strip_prefix("error: "))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("the probe for {app} died ({})", describe_exit(output.status)));
-    Err(reason)
-}
-
 /// "exit code 3", "signal 11 (SIGSEGV)", …
 pub fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -123,7 +102,8 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-fn signal_name(signal: i32) -> &'static str {
+/// The usual name of a signal number, e.g. `SIGBUS`.
+pub fn signal_name(signal: i32) -> &'static str {
     match signal {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGABRT => "SIGABRT",
@@ -133,7 +113,16 @@ fn signal_name(signal: i32) -> &'static str {
         libc::SIGILL => "SIGILL",
         libc::SIGFPE => "SIGFPE",
         libc::SIGINT => "SIGINT",
-        _ => "other",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        _ => "another signal",
     }
 }
 
@@ -143,5 +132,28 @@ pub fn send_signal(pid: u32, signal: libc::c_int) {
     // yields ESRCH, which is ignored (the process already exited).
     unsafe {
         libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Sends `signal` to process group `pgid` (a probe and what it started).
+pub fn send_signal_to_group(pgid: u32, signal: libc::c_int) {
+    // SAFETY: as for `send_signal`; a negative pid names a process group.
+    unsafe {
+        libc::kill(-(pgid as libc::pid_t), signal);
+    }
+}
+
+/// Makes the child get SIGKILL when this process dies (a probe must not
+/// outlive a master that was killed).
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and makes one
+    // async-signal-safe system call.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::notify::{MasterLink, WorkerMessage};
-use crate::app_spec::default_plugin_dirs;
-use crate::cli::Fatal;
-use crate::config::{FileConfig, Settings};
-use crate::serve::{block_on_runtime, listen, prepare};
+use crate::config::layers;
+use crate::error::Failure;
+use crate::server::startup::{block_on_runtime, listen, server_state};
 use crate::server::{self, OnStuck, StopLevel};
 use crate::signals::{Event, Signals};
 
@@ -20,9 +19,8 @@ use crate::signals::{Event, Signals};
 pub const EXIT_RETIRED: u8 = 75;
 
 /// Runs a worker until the master (or a signal) stops it.
-pub fn run(config: &Path) -> Result<u8, Fatal> {
-    let file = FileConfig::read(config).map_err(Fatal::usage)?;
-    let settings = Settings::from_config(file, default_plugin_dirs()).map_err(Fatal::usage)?;
+pub fn run(config: &Path) -> Result<u8, Failure> {
+    let options = layers::read_file(config).map_err(Failure::input)?;
     let link = Arc::new(MasterLink::from_env());
     let (stop_tx, stop_rx) = watch::channel(StopLevel::Run);
     let stop_tx = Arc::new(stop_tx);
@@ -47,10 +45,10 @@ pub fn run(config: &Path) -> Result<u8, Fatal> {
             }
         })
     };
-    let state = Arc::new(prepare(&settings, on_stuck)?);
-    block_on_runtime(settings.workers, async move {
-        let listeners = listen(&settings)?;
-        let mut signals = Signals::install().map_err(|e| Fatal::internal(format!("cannot handle signals: {e}")))?;
+    let state = Arc::new(server_state(&options, on_stuck)?);
+    block_on_runtime(options.workers, async move {
+        let listeners = listen(&options)?;
+        let mut signals = Signals::install().map_err(|e| Failure::internal(format!("cannot handle signals: {e}")))?;
         let signal_stop = stop_tx.clone();
         tokio::spawn(async move {
             loop {

@@ -1,0 +1,63 @@
+//! The default command: resolve the options, then serve them either in
+//! this process (`--workers 0`) or under a master with worker processes.
+
+use std::sync::Arc;
+
+use clap::ArgMatches;
+use tokio::sync::watch;
+
+use crate::config::{layers, Options};
+use crate::error::Failure;
+use crate::server::startup::{block_on_runtime, listen, server_state};
+use crate::server::{self, OnStuck, StopLevel};
+use crate::signals::{Event, Signals};
+use crate::supervisor;
+
+/// Serves what the command line (and its config file) describe, until stopped.
+pub fn run(parsed: &Options, matches: &ArgMatches) -> Result<u8, Failure> {
+    let options = layers::resolve(parsed, matches).map_err(Failure::input)?;
+    if options.print_config {
+        print!("{}", options.to_toml());
+        return Ok(0);
+    }
+    if options.workers == 0 {
+        run_single(&options)?;
+    } else {
+        supervisor::master::run(options)?;
+    }
+    Ok(0)
+}
+
+/// `--workers 0`: load the apps and serve in this process.
+fn run_single(options: &Options) -> Result<(), Failure> {
+    if options.reload {
+        log::warn!("--reload needs worker processes: ignored with --workers 0");
+    }
+    let on_stuck: OnStuck = Arc::new(|| {
+        log::warn!("with --workers 0 a stuck request cannot be stopped; its thread stays busy (use worker processes)")
+    });
+    let state = Arc::new(server_state(options, on_stuck)?);
+    block_on_runtime(1, async {
+        let listeners = listen(options)?;
+        for listener in &listeners {
+            log::info!("serving on {}", listener.url());
+            println!("Serving on {}", listener.url());
+        }
+        let (stop_tx, stop_rx) = watch::channel(StopLevel::Run);
+        let mut signals = Signals::install().map_err(|e| Failure::internal(format!("cannot handle signals: {e}")))?;
+        tokio::spawn(async move {
+            loop {
+                match signals.next().await {
+                    Event::GracefulStop => stop_tx.send_replace(StopLevel::Graceful),
+                    Event::ImmediateStop => stop_tx.send_replace(StopLevel::Immediate),
+                    Event::Reload => {
+                        log::warn!("SIGHUP: reloading needs worker processes (--workers 1 or more); ignored");
+                        continue;
+                    }
+                };
+            }
+        });
+        server::serve(listeners, state, stop_rx).await;
+        Ok(())
+    })
+}

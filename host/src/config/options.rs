@@ -1,0 +1,219 @@
+//! [`Options`]: every serving option, declared once. Each field is at the
+//! same time a command-line flag (clap), an environment variable
+//! (`HOST_…`), a config-file key (serde; the field's name) and, through
+//! clap's `default_value`, its default, which `--help` and
+//! `--print-config` both show. [`super::layers`] puts the sources together.
+
+use std::path::{Path, PathBuf};
+
+use clap::builder::BoolishValueParser;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use super::values::{mount_table, one_or_many, AccessLogFormat, BindAddr, Mount, Seconds, Size};
+use crate::app_spec::{default_plugin_dirs, AppSpec};
+
+/// The default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
+/// The default static folder.
+pub const DEFAULT_STATIC_DIR: &str = "./html";
+
+/// The default worker count: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Everything `host` serves with. Flags beat environment variables, which
+/// beat the config file, which beats the defaults.
+#[derive(Clone, Debug, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// The app to serve at `/`, as LIB:SYMBOL (e.g. ./plugins/libctime.so:application).
+    #[arg(value_name = "LIB:SYMBOL", env = "HOST_APP")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppSpec>,
+
+    /// Mount another app at a prefix: PREFIX=LIB:SYMBOL, e.g. /time=ctime:application (repeatable).
+    #[arg(
+        long = "mount",
+        value_name = "PREFIX=LIB:SYMBOL",
+        env = "HOST_MOUNTS",
+        value_delimiter = ','
+    )]
+    #[serde(default, with = "mount_table", skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+
+    /// Listen address: HOST:PORT, a bare PORT (on 127.0.0.1) or unix:PATH (repeatable).
+    #[arg(long, short = 'b', value_name = "ADDR", env = "HOST_BIND", value_delimiter = ',', default_value = DEFAULT_BIND)]
+    #[serde(with = "one_or_many")]
+    pub bind: Vec<BindAddr>,
+
+    /// The static site's folder (seed 004's config calls it `static_path`).
+    #[arg(long, value_name = "DIR", env = "HOST_STATIC_DIR", default_value = DEFAULT_STATIC_DIR)]
+    pub static_dir: PathBuf,
+
+    /// Serve no static files: every request goes to the apps (seed 000's app:run).
+    #[arg(long, env = "HOST_NO_STATIC", conflicts_with = "static_dir", value_parser = BoolishValueParser::new())]
+    #[serde(default)]
+    pub no_static: bool,
+
+    /// Where bare library names are looked up.
+    #[command(flatten)]
+    #[serde(rename = "plugin_dirs")]
+    pub plugins: PluginDirs,
+
+    /// Access log format.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "HOST_ACCESS_LOG_FORMAT",
+        default_value_t
+    )]
+    pub access_log_format: AccessLogFormat,
+
+    /// Worker processes; 0 serves in this process, for debugging.
+    #[arg(long, short = 'w', value_name = "N", env = "HOST_WORKERS", default_value_t = default_workers())]
+    pub workers: usize,
+
+    /// Swap in a rebuilt library when its file changes (validated first, like SIGHUP).
+    #[arg(long, env = "HOST_RELOAD", value_parser = BoolishValueParser::new())]
+    #[serde(default)]
+    pub reload: bool,
+
+    /// Safety limits.
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// A TOML config file (keys as --print-config shows them).
+    #[arg(long, value_name = "FILE", env = "HOST_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+}
+
+/// Folders searched for `lib<name>.so` when an app's library is a bare name.
+#[derive(Clone, Debug, Default, Args, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PluginDirs {
+    /// Folder to search for lib<name>.so when LIB is a bare name (repeatable).
+    #[arg(
+        long = "plugin-dir",
+        value_name = "DIR",
+        env = "HOST_PLUGIN_DIRS",
+        value_delimiter = ':',
+        default_values_os_t = default_plugin_dirs()
+    )]
+    #[serde(with = "one_or_many")]
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// Safety limits, on by default; each names the option that raises it.
+#[derive(Clone, Debug, PartialEq, Eq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body, e.g. 10MiB (413 beyond).
+    #[arg(long, value_name = "SIZE", env = "HOST_MAX_BODY_SIZE", default_value = "10MiB")]
+    pub max_body_size: Size,
+
+    /// Largest request head, e.g. 32KiB (431 beyond).
+    #[arg(long, value_name = "SIZE", env = "HOST_MAX_HEADER_SIZE", default_value = "32KiB")]
+    pub max_header_size: Size,
+
+    /// Most request headers (431 beyond).
+    #[arg(long, value_name = "N", env = "HOST_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+
+    /// Longest request target, e.g. 8KiB (414 beyond).
+    #[arg(long, value_name = "SIZE", env = "HOST_MAX_URI_LENGTH", default_value = "8KiB")]
+    pub max_uri_length: Size,
+
+    /// Time allowed to send a request head, and keep-alive idle time, e.g. 10s.
+    #[arg(long, value_name = "DURATION", env = "HOST_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: Seconds,
+
+    /// Time in-flight requests get to finish when stopping or swapping, e.g. 30s.
+    #[arg(long, value_name = "DURATION", env = "HOST_GRACEFUL_TIMEOUT", default_value = "30s")]
+    pub graceful_timeout: Seconds,
+
+    /// Longest a request may run inside the app: it gets a 504 and its worker is replaced.
+    #[arg(
+        long = "timeout",
+        value_name = "DURATION",
+        env = "HOST_TIMEOUT",
+        default_value = "30s"
+    )]
+    pub request_timeout: Seconds,
+}
+
+/// The options alone, as a clap command (for their defaults and names).
+#[derive(clap::Parser)]
+struct OptionsOnly {
+    #[command(flatten)]
+    options: Options,
+}
+
+/// The environment variables options are read from (`HOST_BIND`, …).
+pub fn env_names() -> Vec<String> {
+    use clap::CommandFactory;
+    OptionsOnly::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
+}
+
+impl Options {
+    /// Every app with its prefix: the one at `/`, then the mounts.
+    pub fn apps(&self) -> Vec<Mount> {
+        let root = self.app.iter().map(|app| Mount {
+            prefix: "/".to_owned(),
+            app: app.clone(),
+        });
+        root.chain(self.mounts.iter().cloned()).collect()
+    }
+
+    /// Every app's `LIB:SYMBOL`, to rewrite (the master points them at
+    /// staged copies).
+    pub fn app_specs_mut(&mut self) -> impl Iterator<Item = &mut AppSpec> {
+        self.app.iter_mut().chain(self.mounts.iter_mut().map(|m| &mut m.app))
+    }
+
+    /// The static folder, unless `no_static`.
+    pub fn static_root(&self) -> Option<&Path> {
+        (!self.no_static).then_some(self.static_dir.as_path())
+    }
+
+    /// The folders bare library names are looked up in.
+    pub fn plugin_dirs(&self) -> &[PathBuf] {
+        &self.plugins.plugin_dirs
+    }
+
+    /// Checks what no single value can: one app per prefix, something to serve.
+    pub fn check(&self) -> Result<(), String> {
+        let apps = self.apps();
+        for (i, mount) in apps.iter().enumerate() {
+            if apps[..i].iter().any(|m| m.prefix == mount.prefix) {
+                return Err(format!("two apps are mounted at {}: keep one", mount.prefix));
+            }
+        }
+        if apps.is_empty() && self.no_static {
+            return Err("nothing to serve: name an app (LIB:SYMBOL) or a static folder (--static-dir DIR)".to_owned());
+        }
+        if self.bind.is_empty() {
+            return Err("no listen address: pass --bind ADDR".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The options as a config file (what `--print-config` prints and
+    /// what the master hands its workers).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("every option is representable in TOML")
+    }
+}
