@@ -10,7 +10,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::app_spec::AppSpec;
 use crate::commands;
 use crate::config::options::PluginDirs;
-use crate::config::Options;
+use crate::config::{Options, Seconds};
 
 /// A native application server: serves cdylib apps (the WSGI idea, in Rust)
 /// and a static site over HTTP.
@@ -35,6 +35,9 @@ pub enum Command {
         app: AppSpec,
         #[command(flatten)]
         plugins: PluginDirs,
+        /// How long loading may take before the app is refused.
+        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        timeout: Seconds,
         /// Load in this process (what the throw-away process runs).
         #[arg(long, hide = true)]
         in_process: bool,
@@ -65,8 +68,9 @@ pub fn main() -> ExitCode {
         Some(Command::Check {
             app,
             plugins,
+            timeout,
             in_process,
-        }) => commands::check::run(&app, &plugins.plugin_dirs, in_process),
+        }) => commands::check::run(&app, &plugins.plugin_dirs, timeout.0, in_process),
         Some(Command::Cgi { app, plugins }) => commands::cgi::run(&app, &plugins.plugin_dirs),
         Some(Command::Worker { config }) => crate::supervisor::worker::run(&config),
         None => commands::serve::run(&cli.options, &matches),

@@ -35,6 +35,14 @@ impl Failure {
         }
     }
 
+    /// The same kind of failure with its message rewritten.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Failure::Input(message) => Failure::Input(f(message)),
+            Failure::Internal(message) => Failure::Internal(f(message)),
+        }
+    }
+
     /// The one-line message.
     pub fn message(&self) -> &str {
         match self {

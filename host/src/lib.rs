@@ -1,7 +1,9 @@
 //! The `host` application server as a library; `main.rs` is a thin shell.
 //!
 //! - [`app_spec`]: the `LIB:SYMBOL` argument and the plugin path.
+//! - [`library_file`]: checks on a library file before it is copied or opened.
 //! - [`loader`]: opening a library and checking its app (refusals included).
+//! - [`inflight`]: which requests a worker runs, readable by its master.
 //! - [`response_head`]: `start_response`'s rules.
 //! - [`exchange`]: one request/response with an app, over any transport.
 //! - [`cgi`]: CGI mode.
@@ -19,6 +21,8 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod inflight;
+pub mod library_file;
 pub mod loader;
 pub mod logging;
 pub mod response_head;

@@ -1,6 +1,6 @@
 //! Loading an app: find the library, open it, look the symbol up, and let
 //! plugin-api check it before any of its code runs. Libraries are never
-//! unloaded (see DESIGN-NOTES §3).
+//! unloaded (the README's design notes say why).
 
 use std::ffi::{c_void, CString};
 use std::fmt;
@@ -13,6 +13,7 @@ use object::{Object, ObjectSymbol, SymbolKind};
 use plugin_api::host::{App, CheckError, HostServicesConfig};
 
 use crate::app_spec::AppSpec;
+use crate::library_file::{self, FileProblem};
 
 /// An app that passed every check and was initialised.
 #[derive(Clone)]
@@ -45,7 +46,15 @@ pub enum LoadErrorKind {
         /// Every place that was tried.
         looked_in: Vec<PathBuf>,
     },
-    /// The file is not an ELF shared library.
+    /// The file cannot be a library: not a regular file, not ELF,
+    /// truncated, built for another machine.
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: FileProblem,
+    },
+    /// The dynamic loader says the file is not a shared library.
     NotSharedLibrary {
         /// The file.
         path: PathBuf,
@@ -95,6 +104,9 @@ impl fmt::Display for LoadError {
                     places.join(", ")
                 )
             }
+            LoadErrorKind::BadFile { path, problem } => {
+                write!(f, "cannot load app {}:{symbol}: {problem}", path.display())
+            }
             LoadErrorKind::NotSharedLibrary { path, detail } => write!(
                 f,
                 "cannot load app {}:{symbol}: the file is not a shared library ({detail}); build the plugin with crate-type = [\"cdylib\"]",
@@ -142,7 +154,12 @@ pub fn load(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<LoadedApp, LoadEr
         .map_err(|looked_in| fail(LoadErrorKind::NotFound { looked_in }))?;
     // dlopen only searches the system paths for names without a '/'.
     let path = std::path::absolute(&path).unwrap_or(path);
-    ensure_elf(&path).map_err(&fail)?;
+    library_file::inspect(&path, u64::MAX).map_err(|problem| {
+        fail(LoadErrorKind::BadFile {
+            path: path.clone(),
+            problem,
+        })
+    })?;
 
     // SAFETY: opening runs the library's initialisers. That is the point of
     // loading a plugin; RTLD_NOW makes unresolved symbols a load error here
@@ -170,7 +187,8 @@ pub fn load(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<LoadedApp, LoadEr
     // stays loaded for the rest of the process.
     let checked = unsafe { App::check(address, services) };
     // Never unload: code, statics and thread-locals of the plugin may be in
-    // use by anything it returned (DESIGN-NOTES §3).
+    // use by anything it returned; dlclose is a no-op for most Rust
+    // libraries anyway (README, "Design notes").
     std::mem::forget(library);
     let app = checked.map_err(|error| {
         if let Some(report) = error.report() {
@@ -187,22 +205,6 @@ pub fn load(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<LoadedApp, LoadEr
         app,
         load_time: started.elapsed(),
     })
-}
-
-/// Refuses non-ELF files before dlopen sees them.
-fn ensure_elf(path: &Path) -> Result<(), LoadErrorKind> {
-    let not_shared = |detail: String| LoadErrorKind::NotSharedLibrary {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let mut magic = [0u8; 4];
-    let read = std::fs::File::open(path).and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic));
-    match read {
-        Ok(()) if &magic == b"\x7fELF" => Ok(()),
-        Ok(()) => Err(not_shared("no ELF header".to_owned())),
-        Err(e) if path.is_dir() => Err(not_shared(format!("it is a directory: {e}"))),
-        Err(e) => Err(not_shared(format!("cannot read it: {e}"))),
-    }
 }
 
 /// libloading's `Display` is only "dlopen failed"; the reason is its source.
@@ -231,10 +233,11 @@ fn classify_open_error(path: &Path, error: &libloading::Error) -> LoadErrorKind 
 /// The names of the app headers a library exports, read from its ELF
 /// dynamic symbol table (exported data objects of an app header's size).
 pub fn exported_apps(path: &Path) -> Vec<String> {
-    let Ok(data) = std::fs::read(path) else {
+    let Ok(data) = library_file::inspect(path, u64::MAX) else {
         return Vec::new();
     };
-    let Ok(file) = object::File::parse(&*data) else {
+    let data = object::ReadCache::new(data);
+    let Ok(file) = object::File::parse(&data) else {
         return Vec::new();
     };
     let mut apps: Vec<String> = file

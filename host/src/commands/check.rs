@@ -4,6 +4,7 @@
 //! the master uses before a swap) and this process reports its verdict.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::app_spec::AppSpec;
 use crate::error::Failure;
@@ -11,12 +12,12 @@ use crate::loader;
 use crate::supervisor::probe;
 
 /// Checks `spec` in a child process (or, with `in_process`, here).
-pub fn run(spec: &AppSpec, plugin_dirs: &[PathBuf], in_process: bool) -> Result<u8, Failure> {
+pub fn run(spec: &AppSpec, plugin_dirs: &[PathBuf], timeout: Duration, in_process: bool) -> Result<u8, Failure> {
     if in_process {
         return check_here(spec, plugin_dirs).map(|()| 0);
     }
     let exe = std::env::current_exe().map_err(|e| Failure::internal(format!("cannot find our own binary: {e}")))?;
-    let probe = probe::run_blocking(&exe, spec, plugin_dirs, probe::PROBE_TIMEOUT)?;
+    let probe = probe::run_blocking(&exe, spec, plugin_dirs, timeout)?;
     eprint!("{}", probe.log);
     print!("{}", probe.verdict?);
     Ok(0)

@@ -77,6 +77,29 @@ pub struct Options {
     #[arg(long, short = 'w', value_name = "N", env = "HOST_WORKERS", default_value_t = default_workers())]
     pub workers: usize,
 
+    /// Largest library file that is staged and loaded, e.g. 1GiB.
+    #[arg(long, value_name = "SIZE", env = "HOST_MAX_LIBRARY_SIZE", default_value = "1GiB")]
+    pub max_library_size: Size,
+
+    /// How long loading an app may take, in the probe that checks it first
+    /// and in each new worker, e.g. 30s (a library constructor that never
+    /// returns is refused after this).
+    #[arg(long, value_name = "DURATION", env = "HOST_LOAD_TIMEOUT", default_value = "30s")]
+    pub load_timeout: Seconds,
+
+    /// Crashes of workers in requests to one route (mount + path) after which
+    /// the route is answered 503 without calling the app; 0 turns this off.
+    #[arg(long, value_name = "N", env = "HOST_QUARANTINE_AFTER", default_value_t = 3)]
+    pub quarantine_after: u32,
+
+    /// The time window those crashes must fall in, e.g. 60s.
+    #[arg(long, value_name = "DURATION", env = "HOST_QUARANTINE_WINDOW", default_value = "60s")]
+    pub quarantine_window: Seconds,
+
+    /// How long a quarantined route is answered 503, e.g. 30s.
+    #[arg(long, value_name = "DURATION", env = "HOST_QUARANTINE_FOR", default_value = "30s")]
+    pub quarantine_for: Seconds,
+
     /// Swap in a rebuilt library when its file changes (validated first, like SIGHUP).
     #[arg(long, env = "HOST_RELOAD", value_parser = BoolishValueParser::new())]
     #[serde(default)]

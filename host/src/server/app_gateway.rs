@@ -24,8 +24,10 @@ use super::body::{Body, BodyFrame};
 use super::call_policy::{CallPolicy, CallReport, Placement, RouteId};
 use super::connection::ConnInfo;
 use super::responses;
+use super::router;
 use super::stuck_calls::InlineCall;
 use crate::exchange::{self, Called, Chunk, Exchange, Refusal, RequestBody, ResponseSink, Summary};
+use crate::inflight;
 use crate::loader::LoadedApp;
 use crate::response_head::{self, ResponseHead};
 
@@ -40,8 +42,8 @@ pub struct AppCall {
     pub policy: Arc<CallPolicy>,
     /// This request's route record in `policy` (from `path_info`).
     pub route: RouteId,
-    /// `SCRIPT_NAME`.
-    pub script_name: String,
+    /// The mount's prefix (`SCRIPT_NAME` is this, or empty at `/`).
+    pub mount: Arc<str>,
     /// `PATH_INFO`, percent-decoded.
     pub path_info: String,
     /// The connection it came on.
@@ -126,6 +128,7 @@ enum Answer {
 /// Calls the app on this runtime thread. A whole body is sent from here; a
 /// streamed one is pulled on the blocking pool.
 fn call_inline(call: AppCall, parts: Parts, exchange: HttpExchange) -> Answer {
+    let _inflight = inflight::enter(parts.method.as_str(), &call.mount, &call.path_info);
     let mut called = {
         let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path(), &call.policy, call.route);
         call_app(&call, &parts, exchange, Placement::Inline)
@@ -159,6 +162,7 @@ where
     let (deadline, on_stuck) = (call.deadline, call.on_stuck.clone());
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     tokio::task::spawn_blocking(move || {
+        let _inflight = inflight::enter(parts.method.as_str(), &call.mount, &call.path_info);
         let called = job(&call, &parts);
         drop(finish(&call, &parts, called));
         let _ = done_tx.send(());
@@ -197,7 +201,8 @@ fn call_app(
 /// Sends the body and writes the access log line; gives the sink back.
 fn finish(call: &AppCall, parts: &Parts, called: Called<HttpSink, BodyReader>) -> HttpSink {
     let method = parts.method.as_str();
-    let (summary, sink) = called.finish(|| exchange::describe(method, &call.script_name, &call.path_info, &call.app));
+    let script_name = router::script_name(&call.mount);
+    let (summary, sink) = called.finish(|| exchange::describe(method, script_name, &call.path_info, &call.app));
     log_access(call, parts, &summary);
     sink
 }
@@ -235,7 +240,7 @@ fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVars<'_
     let conn = &call.conn;
     let vars = RequestVars {
         method: parts.method.as_str(),
-        script_name: &call.script_name,
+        script_name: router::script_name(&call.mount),
         path_info: &call.path_info,
         query_string: parts.uri.query().unwrap_or_default(),
         server_name: &conn.server_name,

@@ -13,6 +13,7 @@ pub mod app_gateway;
 pub mod body;
 pub mod call_policy;
 pub mod connection;
+pub mod quarantined;
 pub mod responses;
 pub mod router;
 pub mod site_cache;
@@ -48,6 +49,8 @@ pub struct ServerState {
     pub access_log: Arc<AccessLog>,
     /// Called when a request outlives `--timeout` inside the app.
     pub on_stuck: OnStuck,
+    /// Routes answered 503 without calling the app (the master's quarantines).
+    pub quarantined: Arc<quarantined::Quarantined>,
 }
 
 /// The reaction to a request stuck in the app (a native call cannot be
@@ -206,22 +209,27 @@ async fn handle(
                     None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
                 },
                 Route::App { mount, path_info } => {
-                    let call = app_gateway::AppCall {
-                        app: mount.app.clone(),
-                        policy: mount.policy.clone(),
-                        route: mount.policy.route_of(&path_info),
-                        script_name: router::script_name(&mount.prefix).to_owned(),
-                        path_info,
-                        conn: conn.clone(),
-                        max_body_size: state.limits.max_body_size.0,
-                        access_log: state.access_log.clone(),
-                        started,
-                        deadline: state.limits.request_timeout.0,
-                        on_stuck: state.on_stuck.clone(),
-                    };
-                    let mut response = app_gateway::serve(call, request).await;
-                    add_server_header(&mut response);
-                    return Ok(response);
+                    match state.quarantined.remaining(&mount.prefix, &path_info, started) {
+                        Some(left) => responses::quarantined(left),
+                        None => {
+                            let call = app_gateway::AppCall {
+                                app: mount.app.clone(),
+                                policy: mount.policy.clone(),
+                                route: mount.policy.route_of(&path_info),
+                                mount: mount.prefix.clone(),
+                                path_info,
+                                conn: conn.clone(),
+                                max_body_size: state.limits.max_body_size.0,
+                                access_log: state.access_log.clone(),
+                                started,
+                                deadline: state.limits.request_timeout.0,
+                                on_stuck: state.on_stuck.clone(),
+                            };
+                            let mut response = app_gateway::serve(call, request).await;
+                            add_server_header(&mut response);
+                            return Ok(response);
+                        }
+                    }
                 }
             },
         }

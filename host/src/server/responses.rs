@@ -1,6 +1,8 @@
 //! Small responses the server makes itself: errors and redirects.
 
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
+use std::time::Duration;
+
+use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use super::body::Body;
@@ -28,5 +30,19 @@ pub fn moved_permanently(location: &str) -> Response<Body> {
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(LOCATION, value);
     }
+    response
+}
+
+/// A 503 for a quarantined route, with `Retry-After` (whole seconds, at
+/// least one).
+pub fn quarantined(left: Duration) -> Response<Body> {
+    let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "requests to this URL crashed the server's workers repeatedly; it is refused for {seconds} more seconds (server option --quarantine-after)"
+        ),
+    );
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
     response
 }

@@ -13,7 +13,7 @@ use crate::loader::LoadedApp;
 /// An app at a URL prefix.
 pub struct MountedApp {
     /// `/` or e.g. `/time` (no trailing slash).
-    pub prefix: String,
+    pub prefix: Arc<str>,
     /// The app.
     pub app: Arc<LoadedApp>,
     /// Where its calls run.

@@ -77,7 +77,7 @@ pub fn server_state(options: &Options, on_stuck: OnStuck) -> Result<ServerState,
             }
         };
         mounts.push(MountedApp {
-            prefix: mount.prefix.clone(),
+            prefix: mount.prefix.as_str().into(),
             app,
             policy: Arc::default(),
         });
@@ -92,5 +92,6 @@ pub fn server_state(options: &Options, on_stuck: OnStuck) -> Result<ServerState,
         limits: options.limits.clone(),
         access_log: Arc::new(AccessLog::new(options.access_log_format)),
         on_stuck,
+        quarantined: Arc::default(),
     })
 }

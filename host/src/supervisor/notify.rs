@@ -1,12 +1,18 @@
-//! Messages between processes: a worker's lines to its master ("ready",
-//! "retire"), and systemd's sd_notify protocol.
+//! Messages between processes, one JSON object per line over the socket
+//! pair between a master and each worker (worker → master: ready, retire;
+//! master → worker: quarantines), and systemd's sd_notify protocol.
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 
+use serde::{Deserialize, Serialize};
+
+use super::quarantine::Route;
+
 /// A worker's message to its master.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WorkerMessage {
     /// Apps loaded, listening: send it work.
     Ready,
@@ -15,23 +21,34 @@ pub enum WorkerMessage {
     Retire,
 }
 
-impl WorkerMessage {
-    /// The wire form: one line.
-    pub fn line(self) -> &'static str {
-        match self {
-            WorkerMessage::Ready => "ready\n",
-            WorkerMessage::Retire => "retire\n",
-        }
-    }
+/// The master's message to a worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MasterMessage {
+    /// Answer `route` with 503 for `for_ms` milliseconds, without calling the app.
+    Quarantine {
+        /// The route.
+        route: Route,
+        /// How long from now.
+        for_ms: u64,
+    },
+    /// `route`'s quarantine is over.
+    Release {
+        /// The route.
+        route: Route,
+    },
+}
 
-    /// Parses one line.
-    pub fn parse(line: &str) -> Option<Self> {
-        match line.trim() {
-            "ready" => Some(WorkerMessage::Ready),
-            "retire" => Some(WorkerMessage::Retire),
-            _ => None,
-        }
-    }
+/// The wire form of a message: one line of JSON.
+pub fn line<M: Serialize>(message: &M) -> String {
+    let mut line = serde_json::to_string(message).expect("messages serialize");
+    line.push('\n');
+    line
+}
+
+/// Parses one line; `None` for anything else.
+pub fn parse<M: for<'de> Deserialize<'de>>(line: &str) -> Option<M> {
+    serde_json::from_str(line.trim()).ok()
 }
 
 /// The worker's end of the socket to its master (from `HOST_NOTIFY_FD`).
@@ -52,8 +69,13 @@ impl MasterLink {
     /// Sends `message`; a master that is gone is not an error here.
     pub fn send(&self, message: WorkerMessage) {
         if let Some(mut stream) = self.0.as_ref() {
-            let _ = stream.write_all(message.line().as_bytes());
+            let _ = stream.write_all(line(&message).as_bytes());
         }
+    }
+
+    /// A second handle on the socket, to read the master's messages from.
+    pub fn reader(&self) -> Option<UnixStream> {
+        self.0.as_ref().and_then(|stream| stream.try_clone().ok())
     }
 }
 
@@ -94,9 +116,19 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         for message in [WorkerMessage::Ready, WorkerMessage::Retire] {
-            assert_eq!(WorkerMessage::parse(message.line()), Some(message));
+            assert_eq!(parse::<WorkerMessage>(&line(&message)), Some(message));
         }
-        assert_eq!(WorkerMessage::parse("hello"), None);
+        let quarantine = MasterMessage::Quarantine {
+            route: Route {
+                mount: "/".into(),
+                path: "/a b\n\"c".into(),
+            },
+            for_ms: 30_000,
+        };
+        let text = line(&quarantine);
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert_eq!(parse::<MasterMessage>(&text), Some(quarantine));
+        assert_eq!(parse::<WorkerMessage>("hello"), None);
     }
 
     #[test]

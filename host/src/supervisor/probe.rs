@@ -17,9 +17,6 @@ use super::process::{describe_exit, signal_name};
 use crate::app_spec::AppSpec;
 use crate::error::Failure;
 
-/// How long loading and checking one app may take.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The most of a probe's stdout or stderr kept (a constructor may print
 /// without end).
 const OUTPUT_LIMIT: usize = 64 << 10;
@@ -73,22 +70,22 @@ pub async fn run(
             }
         }
     };
-    let pid = child.id();
+    // Timed out or given up (the future dropped): the probe and anything
+    // its library started go.
+    let mut group = KillGroupOnDrop(child.id());
     let stdout = tokio::spawn(read_bounded(child.stdout.take()));
     let stderr = tokio::spawn(read_bounded(child.stderr.take()));
     let status = tokio::time::timeout(timeout, child.wait()).await;
-    if status.is_err() {
-        if let Some(pid) = pid {
-            // The probe and anything its library started.
-            super::process::send_signal_to_group(pid, libc::SIGKILL);
-        }
+    if matches!(status, Ok(Ok(_))) {
+        group.0 = None; // it ended by itself; its group id may be reused
     }
+    drop(group);
     let stdout = stdout.await.unwrap_or_default();
     let mut log = stderr.await.unwrap_or_default();
     let verdict = match status {
         Err(_) => Err(Failure::input(format!(
-            "cannot load app {spec}: loading it took over {} s (a library constructor that never returns?); fix the library",
-            timeout.as_secs()
+            "cannot load app {spec}: loading it took over {} (a library constructor that never returns?); fix the library",
+            crate::config::Seconds(timeout)
         ))),
         Ok(Err(e)) => Err(Failure::internal(format!("waiting for the probe of {spec} failed: {e}"))),
         Ok(Ok(status)) if status.success() => Ok(stdout),
@@ -132,6 +129,17 @@ pub fn run_blocking(exe: &Path, spec: &AppSpec, plugin_dirs: &[PathBuf], timeout
         .build()
         .map_err(|e| Failure::internal(format!("cannot start the runtime: {e}")))?;
     Ok(runtime.block_on(run(exe, spec, plugin_dirs, timeout, None)))
+}
+
+/// Kills a probe's process group when dropped, unless disarmed (`None`).
+struct KillGroupOnDrop(Option<u32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            super::process::send_signal_to_group(pgid, libc::SIGKILL);
+        }
+    }
 }
 
 /// What a crash signal while loading usually means.

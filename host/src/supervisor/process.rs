@@ -11,31 +11,36 @@ use std::process::Stdio;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-/// A started worker process.
+/// A started worker process and our end of the socket pair to it (its end
+/// is fd 3 + listeners).
 pub struct Spawned {
     /// The process.
     pub child: Child,
-    /// Its end of the notification socket is fd 3 + listeners; this is ours.
-    pub notify: UnixStream,
+    /// What the worker says.
+    pub from_worker: UnixStream,
+    /// What we tell it: non-blocking, so a worker that does not read can
+    /// never stall the master.
+    pub to_worker: std::os::unix::net::UnixStream,
 }
 
 /// The most file descriptors passed to a worker.
 const MAX_PASSED_FDS: usize = 64;
 
-/// Starts `exe worker --config CONFIG` with `sockets` as fds 3.. and a
-/// notification socket after them.
-pub fn spawn_worker(exe: &Path, config: &Path, sockets: &[OwnedFd]) -> io::Result<Spawned> {
+/// Starts `exe worker --config CONFIG` with `sockets` as fds 3.., then the
+/// notification socket, then the in-flight `board`.
+pub fn spawn_worker(exe: &Path, config: &Path, sockets: &[OwnedFd], board: RawFd) -> io::Result<Spawned> {
     // Checked here: the child may not allocate between fork and exec.
-    if sockets.len() + 1 > MAX_PASSED_FDS {
+    if sockets.len() + 2 > MAX_PASSED_FDS {
         return Err(io::Error::other(format!(
             "{} listening sockets: at most {} can be passed to a worker",
             sockets.len(),
-            MAX_PASSED_FDS - 1
+            MAX_PASSED_FDS - 2
         )));
     }
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut inherited: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
     inherited.push(theirs.as_raw_fd());
+    inherited.push(board);
     let mut command = Command::new(exe);
     command
         .arg("worker")
@@ -43,6 +48,7 @@ pub fn spawn_worker(exe: &Path, config: &Path, sockets: &[OwnedFd]) -> io::Resul
         .arg(config)
         .env("HOST_LISTEN_FDS", sockets.len().to_string())
         .env("HOST_NOTIFY_FD", (3 + sockets.len()).to_string())
+        .env(crate::inflight::FD_VAR, (4 + sockets.len()).to_string())
         .env_remove("NOTIFY_SOCKET")
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
@@ -61,7 +67,8 @@ pub fn spawn_worker(exe: &Path, config: &Path, sockets: &[OwnedFd]) -> io::Resul
     ours.set_nonblocking(true)?;
     Ok(Spawned {
         child,
-        notify: UnixStream::from_std(ours)?,
+        to_worker: ours.try_clone()?,
+        from_worker: UnixStream::from_std(ours)?,
     })
 }
 

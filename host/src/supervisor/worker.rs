@@ -1,25 +1,29 @@
 //! A worker process (`host worker --config FILE`, started by the master):
-//! loads the staged apps, serves on the inherited sockets, tells the master
-//! when it is ready, and retires itself when a request gets stuck in an app.
+//! maps its in-flight board, loads the staged apps, serves on the inherited
+//! sockets, tells the master when it is ready, follows its quarantines, and
+//! retires itself when a request gets stuck in an app.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
-use super::notify::{MasterLink, WorkerMessage};
+use super::arbiter::EXIT_RETIRED;
+use super::notify::{self, MasterLink, MasterMessage, WorkerMessage};
 use crate::config::layers;
 use crate::error::Failure;
+use crate::server::quarantined::Quarantined;
 use crate::server::startup::{block_on_runtime, listen, server_state};
 use crate::server::{self, OnStuck, StopLevel};
 use crate::signals::{Event, Signals};
 
-/// The exit code of a worker that retired because a request got stuck.
-pub const EXIT_RETIRED: u8 = 75;
-
 /// Runs a worker until the master (or a signal) stops it.
 pub fn run(config: &Path) -> Result<u8, Failure> {
+    crate::inflight::install_from_env()
+        .map_err(|e| Failure::internal(format!("cannot map the in-flight board: {e}")))?;
     let options = layers::read_file(config).map_err(Failure::input)?;
     let link = Arc::new(MasterLink::from_env());
     let (stop_tx, stop_rx) = watch::channel(StopLevel::Run);
@@ -66,13 +70,40 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
                 });
             }
         });
+        if let Some(reader) = link.reader() {
+            tokio::spawn(follow_master(reader, state.quarantined.clone()));
+        }
         link.send(WorkerMessage::Ready);
         log::info!("worker pid {} ready", std::process::id());
         server::serve(listeners, state, stop_rx).await;
         Ok(if retired.load(Ordering::SeqCst) {
-            EXIT_RETIRED
+            EXIT_RETIRED as u8
         } else {
             0
         })
     })
+}
+
+/// Applies the master's messages (quarantines) until it goes away.
+async fn follow_master(reader: std::os::unix::net::UnixStream, quarantined: Arc<Quarantined>) {
+    let reader = match reader
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(reader))
+    {
+        Ok(reader) => reader,
+        Err(e) => {
+            log::error!("cannot read the master's messages: {e}; quarantines will not reach this worker");
+            return;
+        }
+    };
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match notify::parse::<MasterMessage>(&line) {
+            Some(MasterMessage::Quarantine { route, for_ms }) => {
+                quarantined.add(route, Instant::now() + Duration::from_millis(for_ms));
+            }
+            Some(MasterMessage::Release { route }) => quarantined.remove(&route),
+            None => log::warn!("unreadable message from the master: {line:?}"),
+        }
+    }
 }

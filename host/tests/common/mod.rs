@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod fleet;
 pub mod server;
 
 /// How long one `host` run may take before it is killed and the test fails.
