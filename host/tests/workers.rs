@@ -312,6 +312,51 @@ fn swap_v1_to_v2_drops_nothing() {
     server.stop();
 }
 
+/// The measure: 40 SIGHUPs 0.25 s apart under keep-alive and
+/// fresh-connection clients, GET and POST. Draining workers answer the next
+/// request on each kept-alive connection with `Connection: close` and give
+/// an idle connection a grace before closing it, so no request is lost.
+#[test]
+fn rapid_swaps_drop_no_request_on_kept_alive_connections() {
+    let _serial = one_at_a_time();
+    let mut server = start(&echo(), &[]);
+    let clients = vec![
+        Client::get("/").kept_alive(),
+        Client::get("/").kept_alive(),
+        Client::post("/", b"a=1&b=2").kept_alive(),
+        Client::post("/", b"a=1&b=2").kept_alive(),
+        Client::get("/"),
+        Client::get("/"),
+        Client::post("/", b"a=1&b=2"),
+        Client::post("/", b"a=1&b=2"),
+    ];
+    let load = Load::clients(server.addr, clients);
+    const SWAPS: usize = 40;
+    for _ in 0..SWAPS {
+        server.signal("HUP");
+        thread::sleep(Duration::from_millis(250));
+    }
+    // The last swaps finish under load too.
+    let promoted = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+        let log = server.log();
+        (!log.contains("already starting") || log.matches(" serving, ").count() >= 2).then_some(())
+    });
+    assert!(promoted.is_some(), "{}", server.log());
+    thread::sleep(Duration::from_secs(2));
+    let records = load.finish();
+    let failed = records.iter().filter(|r| !r.ok()).count();
+    let log = server.log();
+    let generations = log.matches(" serving, ").count();
+    println!(
+        "{SWAPS} SIGHUPs 250 ms apart, 4 kept-alive + 4 fresh-connection clients (GET and POST): {} requests, {failed} failed; {generations} new generations",
+        records.len()
+    );
+    assert_eq!(failed, 0, "requests failed during swaps: {:?}", failures(&records));
+    assert!(generations >= 10, "too few swaps happened:\n{log}");
+    assert!(alive(&mut server), "the master died:\n{log}");
+    server.stop();
+}
+
 #[test]
 fn broken_swaps_keep_the_old_generation() {
     let _serial = one_at_a_time();

@@ -13,6 +13,7 @@ pub mod app_gateway;
 pub mod body;
 pub mod call_policy;
 pub mod connection;
+pub mod drain;
 pub mod quarantined;
 pub mod responses;
 pub mod router;
@@ -30,12 +31,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 
 use self::access_log::{AccessLog, Entry};
 use self::body::Body;
 use self::connection::{ConnInfo, Listener};
+use self::drain::Drain;
 use self::router::{Route, Router};
 use crate::config::Limits;
 
@@ -68,59 +69,47 @@ pub enum StopLevel {
     Immediate,
 }
 
-/// Time between the last accept and asking connections to finish.
-const ACCEPT_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
-
 /// hyper's own limit on request headers.
 const HYPER_MAX_HEADERS: usize = 100;
 
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
-/// Serves on `listeners` until `stop` says so, then drains in-flight
-/// requests for up to the graceful timeout.
+/// Serves on `listeners` until `stop` says so, then drains: no new
+/// connections, in-flight requests finish (up to the graceful timeout), and
+/// kept-alive connections close without losing a request ([`drain`]).
 pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: watch::Receiver<StopLevel>) {
     stuck_calls::watch(
         tokio::runtime::Handle::current(),
         state.limits.request_timeout.0,
         state.on_stuck.clone(),
     );
-    let graceful = Arc::new(GracefulShutdown::new());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut accept_loops = Vec::new();
-    for listener in listeners {
-        let state = state.clone();
-        let graceful = graceful.clone();
-        let stop = stop_rx.clone();
-        accept_loops.push(tokio::spawn(accept_loop(listener, state, graceful, stop)));
-    }
+    let drain = Arc::new(Drain::default());
+    let accept_loops: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| tokio::spawn(accept_loop(listener, state.clone(), drain.clone())))
+        .collect();
     let _ = stop.wait_for(|level| *level >= StopLevel::Graceful).await;
-    log::info!("shutting down: no new connections; draining in-flight requests");
-    let _ = stop_tx.send(true);
+    log::info!(
+        "shutting down: no new connections; draining {} connections",
+        drain.open()
+    );
+    drain.start();
     for accept_loop in accept_loops {
         let _ = accept_loop.await;
     }
-    // hyper closes a connection at once if its request head has not been
-    // read yet; one accepted a moment ago has its request on the way, so
-    // let such connections get it in before asking them to finish.
-    tokio::time::sleep(ACCEPT_SETTLE).await;
-    let graceful = Arc::into_inner(graceful).expect("accept loops ended");
     let timeout = state.limits.graceful_timeout.0;
     tokio::select! {
-        () = graceful.shutdown() => log::info!("all requests finished; exiting"),
+        () = drain.all_closed() => log::info!("all requests finished; exiting"),
         () = tokio::time::sleep(timeout) => log::warn!(
-            "graceful_timeout ({}s) passed with requests still running; exiting anyway",
-            timeout.as_secs()
+            "graceful_timeout ({}s) passed with {} connections still open; exiting anyway",
+            timeout.as_secs(),
+            drain.open()
         ),
         _ = stop.wait_for(|level| *level == StopLevel::Immediate) => log::warn!("asked to stop now: not waiting for requests"),
     }
 }
 
-async fn accept_loop(
-    listener: Listener,
-    state: Arc<ServerState>,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Drain>) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -136,7 +125,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.changed() => return,
+            () = drain.began() => return,
         };
         let (stream, info) = match accepted {
             Ok(accepted) => accepted,
@@ -147,13 +136,44 @@ async fn accept_loop(
                 continue;
             }
         };
+        let tracked = drain.track();
         let info = Arc::new(info);
-        let state = state.clone();
-        let service = service_fn(move |request| handle(state.clone(), info.clone(), request));
+        let (state, drain) = (state.clone(), drain.clone());
+        let service = {
+            let drain = drain.clone();
+            service_fn(move |request| {
+                let response = handle(state.clone(), info.clone(), request);
+                let drain = drain.clone();
+                async move {
+                    let mut response = response.await?;
+                    if drain.is_draining() {
+                        response
+                            .headers_mut()
+                            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
         let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            let _tracked = tracked;
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = drain.began() => {
+                    // A request may be on its way: give it the grace to
+                    // arrive (it is answered with `Connection: close`).
+                    tokio::select! {
+                        result = connection.as_mut() => result,
+                        () = tokio::time::sleep(drain::IDLE_GRACE) => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 log::debug!("connection ended with an error: {e}");
             }
         });

@@ -28,18 +28,7 @@ pub type Answer = Result<(u16, String), String>;
 
 /// `GET path` on a new connection with `Connection: close`; never panics.
 pub fn try_get(addr: SocketAddr, path: &str, timeout: Duration) -> Answer {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| format!("socket options: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| format!("send: {e}"))?;
-    let mut bytes = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut bytes) {
-        return Err(format!("read: {e} (after {} bytes)", bytes.len()));
-    }
-    parse_response(&bytes)
+    Session::new(addr, timeout).send(&Client::get(path))
 }
 
 /// Parses one whole response (Content-Length, chunked, or to the end).
@@ -256,8 +245,164 @@ impl Record {
     }
 }
 
-/// Client threads sending `GET path`, one request per connection, until
-/// stopped; every request is recorded.
+/// What one load client sends, and how.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The request target.
+    pub path: String,
+    /// The request body (sent with a Content-Length).
+    pub body: Vec<u8>,
+    /// Keep the connection for the next request (else one per request).
+    pub keep_alive: bool,
+    /// Pause between requests.
+    pub pause: Duration,
+}
+
+impl Client {
+    /// `GET path`, one request per connection, no pause.
+    pub fn get(path: &str) -> Client {
+        Client {
+            method: "GET",
+            path: path.to_owned(),
+            body: Vec::new(),
+            keep_alive: false,
+            pause: Duration::ZERO,
+        }
+    }
+
+    /// `POST path` with `body`, one request per connection, no pause.
+    pub fn post(path: &str, body: &[u8]) -> Client {
+        Client {
+            method: "POST",
+            body: body.to_vec(),
+            ..Client::get(path)
+        }
+    }
+
+    /// The same client, keeping its connection alive.
+    pub fn kept_alive(self) -> Client {
+        Client {
+            keep_alive: true,
+            ..self
+        }
+    }
+}
+
+/// A client's connection: kept between requests (unless the server says
+/// `Connection: close`) or opened per request.
+struct Session {
+    addr: SocketAddr,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Session {
+    fn new(addr: SocketAddr, timeout: Duration) -> Session {
+        Session {
+            addr,
+            timeout,
+            stream: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// One request; never panics. A kept-alive connection the server closed
+    /// *after* a complete response is simply reopened for the next request:
+    /// a request fails only if it got no complete response.
+    fn send(&mut self, client: &Client) -> Answer {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|e| format!("connect: {e}"))?;
+            stream
+                .set_read_timeout(Some(self.timeout))
+                .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
+                .map_err(|e| format!("socket options: {e}"))?;
+            self.stream = Some(stream);
+            self.buf.clear();
+        }
+        let close = if client.keep_alive { "" } else { "Connection: close\r\n" };
+        let mut request = format!(
+            "{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\n{close}Content-Length: {}\r\n\r\n",
+            client.method,
+            client.path,
+            client.body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&client.body);
+        let answer = self.exchange(&request);
+        let keep = client.keep_alive && answer.as_ref().is_ok_and(|(_, _, close)| !close);
+        if !keep {
+            self.stream = None;
+        }
+        answer.map(|(status, body, _)| (status, body))
+    }
+
+    /// Writes `request` and reads one whole response: (status, body, whether
+    /// the server closes the connection).
+    fn exchange(&mut self, request: &[u8]) -> Result<(u16, String, bool), String> {
+        let stream = self.stream.as_mut().expect("connected");
+        stream.write_all(request).map_err(|e| format!("send: {e}"))?;
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            if let Some(end) = response_end(&self.buf) {
+                let response: Vec<u8> = self.buf.drain(..end).collect();
+                let head = String::from_utf8_lossy(&response[..response.len().min(4096)]).to_ascii_lowercase();
+                let close = head
+                    .split("\r\n\r\n")
+                    .next()
+                    .unwrap_or_default()
+                    .contains("\r\nconnection: close");
+                let (status, body) = parse_response(&response)?;
+                return Ok((status, body, close));
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) if self.buf.is_empty() => return Err("closed before any response byte".to_owned()),
+                Ok(0) => return parse_response(&self.buf).map(|(s, b)| (s, b, true)),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e} (after {} bytes)", self.buf.len())),
+            }
+        }
+    }
+}
+
+/// Where the first response in `bytes` ends, if it is all there (bodies
+/// framed by Content-Length or chunked; none for 1xx/204/304).
+fn response_end(bytes: &[u8]) -> Option<usize> {
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_ascii_lowercase();
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if matches!(status, 100..=199 | 204 | 304) {
+        return Some(head_end);
+    }
+    let header = |name: &str| {
+        head.split("\r\n").find_map(|line| {
+            line.strip_prefix(name)
+                .map(|v| v.trim_start_matches(':').trim().to_owned())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let mut at = head_end;
+        loop {
+            let line_end = at + bytes[at..].windows(2).position(|w| w == b"\r\n")?;
+            let size = String::from_utf8_lossy(&bytes[at..line_end]);
+            let size = usize::from_str_radix(size.split(';').next().unwrap_or_default().trim(), 16).ok()?;
+            at = line_end + 2;
+            if size == 0 {
+                return (bytes.len() >= at + 2).then_some(at + 2);
+            }
+            at += size + 2;
+            if bytes.len() < at {
+                return None;
+            }
+        }
+    }
+    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    (bytes.len() >= head_end + length).then_some(head_end + length)
+}
+
+/// Client threads sending requests until stopped; every request is recorded.
 pub struct Load {
     stop: Arc<AtomicBool>,
     records: Arc<Mutex<Vec<Record>>>,
@@ -265,25 +410,37 @@ pub struct Load {
 }
 
 impl Load {
-    /// `threads` clients sending `GET path`, each pausing `pause` between requests.
+    /// `threads` clients sending `GET path`, one request per connection,
+    /// each pausing `pause` between requests.
     pub fn start(addr: SocketAddr, path: &str, threads: usize, pause: Duration) -> Load {
+        let client = Client {
+            pause,
+            ..Client::get(path)
+        };
+        Load::clients(addr, vec![client; threads])
+    }
+
+    /// One thread per client.
+    pub fn clients(addr: SocketAddr, clients: Vec<Client>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, records, path) = (stop.clone(), records.clone(), path.to_owned());
+        let threads = clients
+            .into_iter()
+            .map(|client| {
+                let (stop, records) = (stop.clone(), records.clone());
                 thread::spawn(move || {
+                    let mut session = Session::new(addr, REQUEST_TIMEOUT);
                     while !stop.load(Ordering::SeqCst) {
                         let started = Instant::now();
-                        let answer = try_get(addr, &path, REQUEST_TIMEOUT);
+                        let answer = session.send(&client);
                         let record = Record {
                             started,
                             done: Instant::now(),
                             answer,
                         };
                         records.lock().unwrap_or_else(|p| p.into_inner()).push(record);
-                        if !pause.is_zero() {
-                            thread::sleep(pause);
+                        if !client.pause.is_zero() {
+                            thread::sleep(client.pause);
                         }
                     }
                 })
