@@ -42,6 +42,9 @@ pub trait ResponseSink {
         self.head(head)?;
         body.map_or(Ok(()), |chunk| self.data(chunk))
     }
+    /// The response about to be sent refuses the request (its body broke a
+    /// rule): the transport may have to close the connection after it.
+    fn refused(&mut self, _refusal: &Refusal) {}
     /// The app failed after the head was sent: the response must not look
     /// complete (e.g. close the connection).
     fn abort(&mut self);
@@ -51,8 +54,8 @@ pub trait ResponseSink {
 
 /// The request body as the app reads it (`wsgi.input`).
 pub trait RequestBody: Read {
-    /// Set when the body broke a limit: what to answer instead of the
-    /// app's failure.
+    /// Set when the body broke a rule (size, framing, idle time): what to
+    /// answer instead of whatever the app answered.
     fn refusal(&self) -> Option<Refusal> {
         None
     }
@@ -147,7 +150,12 @@ impl<S: ResponseSink, I: RequestBody> Called<S, I> {
 
 impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
     fn finish(self, result: Result<ResponseBody, String>, context: impl Fn() -> String) -> (Summary, S) {
+        // A body that broke a rule while the app read it: nothing of the
+        // app's answer goes out (a stream is still closed).
+        let refused = self.input.borrow().refusal().is_some();
         let outcome = match result {
+            Ok(ResponseBody::Stream(mut stream)) if refused => stream.close(),
+            Ok(_) if refused => Ok(()),
             Ok(ResponseBody::Empty) => self.send_whole(None),
             Ok(ResponseBody::Static(bytes)) => self.send_whole(Some(Chunk::Static(bytes))),
             Ok(ResponseBody::Bytes(bytes)) => self.send_whole(Some(Chunk::Plugin(bytes))),
@@ -158,9 +166,28 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
             }
             Err(app_error) => Err(app_error),
         };
-        if let Err(problem) = outcome {
-            log::error!("{}: {problem}", context());
-            self.fail(problem);
+        let refusal = self.input.borrow().refusal();
+        match (refusal, outcome) {
+            (Some(refusal), outcome) => {
+                log::warn!(
+                    "{}: {}; the app's answer is discarded ({})",
+                    context(),
+                    refusal.detail,
+                    outcome.err().unwrap_or_else(|| "it returned normally".to_owned())
+                );
+                self.sink.borrow_mut().refused(&refusal);
+                self.refuse(refusal);
+            }
+            (None, Err(problem)) => {
+                log::error!("{}: {problem}", context());
+                self.refuse(Refusal {
+                    status: 500,
+                    reason: "Internal Server Error",
+                    detail: "the app failed; the server log says why".to_owned(),
+                });
+                self.summary.borrow_mut().error = Some(problem);
+            }
+            (None, Ok(())) => {}
         }
         self.sink.borrow_mut().end();
         (self.summary.into_inner(), self.sink.into_inner())
@@ -214,29 +241,27 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
         summary.bytes += body.map_or(0, |b| b.as_ref().len() as u64);
     }
 
-    /// The app failed: a 500 if nothing was sent yet, else cut the response.
-    fn fail(&self, problem: String) {
+    /// Answers `refusal` (the request's, or a 500 for the app's failure)
+    /// instead of the app, or cuts the response if its head already went out.
+    fn refuse(&self, refusal: Refusal) {
         if self.head.borrow().is_sent() {
             self.sink.borrow_mut().abort();
-        } else {
-            let refusal = self.input.borrow().refusal().unwrap_or_else(|| Refusal {
-                status: 500,
-                reason: "Internal Server Error",
-                detail: "the app failed; the server log says why".to_owned(),
-            });
-            let text = format!("{} {}: {}\n", refusal.status, refusal.reason, refusal.detail);
-            let head = ResponseHead::new(
-                refusal.status,
-                refusal.reason,
-                &[("Content-Type", "text/plain; charset=utf-8")],
-            );
-            let body = Chunk::Copied(text.into_bytes());
-            self.record(&head, Some(&body));
-            if self.sink.borrow_mut().whole(head, Some(body)).is_err() {
-                self.sink.borrow_mut().abort();
-            }
+            return;
         }
-        self.summary.borrow_mut().error = Some(problem);
+        let text = format!("{} {}: {}\n", refusal.status, refusal.reason, refusal.detail);
+        let head = ResponseHead::new(
+            refusal.status,
+            refusal.reason,
+            &[("Content-Type", "text/plain; charset=utf-8")],
+        );
+        let body = Chunk::Copied(text.into_bytes());
+        // What the app may have started is replaced.
+        *self.summary.borrow_mut() = Summary::default();
+        self.record(&head, Some(&body));
+        let mut sink = self.sink.borrow_mut();
+        if sink.whole(head, Some(body)).is_err() {
+            sink.abort();
+        }
     }
 }
 

@@ -37,7 +37,7 @@ fn run_single(options: &Options) -> Result<(), Failure> {
         log::warn!("with --workers 0 a stuck request cannot be stopped; its thread stays busy (use worker processes)")
     });
     let state = Arc::new(server_state(options, on_stuck)?);
-    block_on_runtime(1, async {
+    block_on_runtime(options, async {
         let listeners = listen(options)?;
         for listener in &listeners {
             log::info!("serving on {}", listener.url());

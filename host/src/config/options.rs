@@ -100,6 +100,19 @@ pub struct Options {
     #[arg(long, value_name = "DURATION", env = "HOST_QUARANTINE_FOR", default_value = "30s")]
     pub quarantine_for: Seconds,
 
+    /// Threads per worker that may run app calls at once; more requests
+    /// wait for one (see --max-queued).
+    #[arg(long, value_name = "N", env = "HOST_THREADS", default_value_t = 256)]
+    pub threads: usize,
+
+    /// Requests per worker that may wait for an app thread; more get 503.
+    #[arg(long, value_name = "N", env = "HOST_MAX_QUEUED", default_value_t = 1024)]
+    pub max_queued: usize,
+
+    /// How long a request may wait for an app thread before it gets 503, e.g. 10s.
+    #[arg(long, value_name = "DURATION", env = "HOST_QUEUE_TIMEOUT", default_value = "10s")]
+    pub queue_timeout: Seconds,
+
     /// Swap in a rebuilt library when its file changes (validated first, like SIGHUP).
     #[arg(long, env = "HOST_RELOAD", value_parser = BoolishValueParser::new())]
     #[serde(default)]
@@ -156,6 +169,17 @@ pub struct Limits {
     #[arg(long, value_name = "SIZE", env = "HOST_MAX_URI_LENGTH", default_value = "8KiB")]
     pub max_uri_length: Size,
 
+    /// Request bodies up to this size are read before the app is called
+    /// (a slow client then holds no app thread); larger ones are streamed.
+    #[arg(long, value_name = "SIZE", env = "HOST_BODY_BUFFER_SIZE", default_value = "1MiB")]
+    pub body_buffer_size: Size,
+
+    /// Longest wait for the next piece of a request body, or for the client
+    /// to take the next piece of a response, e.g. 10s (408 or a closed
+    /// connection beyond).
+    #[arg(long, value_name = "DURATION", env = "HOST_BODY_TIMEOUT", default_value = "10s")]
+    pub body_timeout: Seconds,
+
     /// Time allowed to send a request head, and keep-alive idle time, e.g. 10s.
     #[arg(long, value_name = "DURATION", env = "HOST_HEADER_TIMEOUT", default_value = "10s")]
     pub header_timeout: Seconds,
@@ -164,7 +188,8 @@ pub struct Limits {
     #[arg(long, value_name = "DURATION", env = "HOST_GRACEFUL_TIMEOUT", default_value = "30s")]
     pub graceful_timeout: Seconds,
 
-    /// Longest a request may run inside the app: it gets a 504 and its worker is replaced.
+    /// Longest a request may run inside the app (time spent waiting for the
+    /// client does not count): it gets a 504 and its worker is replaced.
     #[arg(
         long = "timeout",
         value_name = "DURATION",

@@ -24,6 +24,8 @@ pub struct Drain {
     draining: AtomicBool,
     began: Notify,
     open: AtomicUsize,
+    /// The most connections open at once since [`Drain::take_peak`].
+    peak: AtomicUsize,
     closed: Notify,
 }
 
@@ -50,7 +52,8 @@ impl Drain {
 
     /// Counts a connection as open until the guard is dropped.
     pub fn track(self: &Arc<Self>) -> Tracked {
-        self.open.fetch_add(1, Ordering::AcqRel);
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak.fetch_max(open, Ordering::Relaxed);
         Tracked(self.clone())
     }
 
@@ -63,6 +66,12 @@ impl Drain {
             }
             notified.await;
         }
+    }
+
+    /// The most connections open at once since the last call (or start),
+    /// starting over from the number open now.
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.open(), Ordering::Relaxed)
     }
 
     /// How many connections are open.

@@ -6,6 +6,8 @@
 //! - [`app_gateway`]: apps over HTTP; [`call_policy`] decides where a
 //!   call runs, [`stuck_calls`] notices inline calls past the timeout.
 //! - [`access_log`], [`body`], [`responses`]: what every response needs.
+//! - [`drain`]: stopping without dropping requests; [`memory`]: giving
+//!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
 
 pub mod access_log;
@@ -14,6 +16,7 @@ pub mod body;
 pub mod call_policy;
 pub mod connection;
 pub mod drain;
+pub mod memory;
 pub mod quarantined;
 pub mod responses;
 pub mod router;
@@ -52,6 +55,8 @@ pub struct ServerState {
     pub on_stuck: OnStuck,
     /// Routes answered 503 without calling the app (the master's quarantines).
     pub quarantined: Arc<quarantined::Quarantined>,
+    /// The threads app calls run on.
+    pub app_threads: app_gateway::threads::AppThreads,
 }
 
 /// The reaction to a request stuck in the app (a native call cannot be
@@ -84,6 +89,7 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: 
         state.on_stuck.clone(),
     );
     let drain = Arc::new(Drain::default());
+    let trimmer = tokio::spawn(memory::trim_after_floods(drain.clone()));
     let accept_loops: Vec<_> = listeners
         .into_iter()
         .map(|listener| tokio::spawn(accept_loop(listener, state.clone(), drain.clone())))
@@ -107,6 +113,7 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: 
         ),
         _ = stop.wait_for(|level| *level == StopLevel::Immediate) => log::warn!("asked to stop now: not waiting for requests"),
     }
+    trimmer.abort();
 }
 
 async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Drain>) {
@@ -194,7 +201,7 @@ async fn handle(
             remote: &conn.remote_addr,
             method: method.as_str(),
             target: request.uri().path_and_query().map_or("/", |p| p.as_str()),
-            protocol: app_gateway::protocol(request.version()),
+            protocol: app_gateway::environ::protocol(request.version()),
             status: response.status().as_u16(),
             bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
             duration: started.elapsed(),
@@ -233,17 +240,14 @@ async fn handle(
                         Some(left) => responses::quarantined(left),
                         None => {
                             let call = app_gateway::AppCall {
+                                state: state.clone(),
                                 app: mount.app.clone(),
                                 policy: mount.policy.clone(),
                                 route: mount.policy.route_of(&path_info),
                                 mount: mount.prefix.clone(),
                                 path_info,
                                 conn: conn.clone(),
-                                max_body_size: state.limits.max_body_size.0,
-                                access_log: state.access_log.clone(),
                                 started,
-                                deadline: state.limits.request_timeout.0,
-                                on_stuck: state.on_stuck.clone(),
                             };
                             let mut response = app_gateway::serve(call, request).await;
                             add_server_header(&mut response);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::access_log::AccessLog;
+use super::app_gateway::threads::AppThreads;
 use super::connection::{inherited_sockets, Listener};
 use super::router::{MountedApp, Router};
 use super::static_files::StaticSite;
@@ -18,14 +19,28 @@ use crate::config::{default_workers, Options};
 use crate::error::Failure;
 use crate::loader::{self, LoadedApp};
 
+/// At least this many runtime threads per process: an app call that runs
+/// inline and turns slow holds one, and the other keeps every other
+/// connection of the process served (the stuck-call watchdog hands it the
+/// I/O driver).
+const MIN_RUNTIME_THREADS: usize = 2;
+
+/// Blocking threads besides the app threads: static file readers, and the
+/// threads pulling streamed bodies of inline calls.
+const BLOCKING_EXTRA: usize = 64;
+
 /// Runs `future` on a runtime with its share of the cores when `processes`
 /// serve side by side (one thread per core in all: fewer cross-thread
 /// wake-ups than every process using every core); threads still stuck
 /// inside an app when it finishes are abandoned rather than waited for.
-pub fn block_on_runtime<T>(processes: usize, future: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-    let threads = (default_workers() / processes.max(1)).max(1);
+pub fn block_on_runtime<T>(options: &Options, future: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    super::memory::limit_arenas();
+    raise_open_files_limit();
+    let threads = (default_workers() / options.workers.max(1)).max(MIN_RUNTIME_THREADS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
+        // The app threads (bounded by `AppThreads`), plus file readers.
+        .max_blocking_threads(options.threads.max(1) + BLOCKING_EXTRA)
         .enable_all()
         .thread_name("host-io")
         .build()
@@ -33,6 +48,24 @@ pub fn block_on_runtime<T>(processes: usize, future: impl Future<Output = Result
     let result = runtime.block_on(future);
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// Raises this process's open-file limit to its hard limit: each
+/// connection is a descriptor, and the soft limit is often 1024.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct; setrlimit reads one.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::warn!("cannot raise the open-file limit: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
 }
 
 /// The listening sockets: inherited ones (systemd, the master) or bound here.
@@ -93,5 +126,6 @@ pub fn server_state(options: &Options, on_stuck: OnStuck) -> Result<ServerState,
         access_log: Arc::new(AccessLog::new(options.access_log_format)),
         on_stuck,
         quarantined: Arc::default(),
+        app_threads: AppThreads::new(options.threads, options.max_queued, options.queue_timeout.0),
     })
 }

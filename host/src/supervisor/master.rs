@@ -37,6 +37,7 @@ const BOARD_SLOTS: u32 = 1024;
 
 /// Runs the master until SIGINT/SIGTERM (graceful) or SIGQUIT (immediate).
 pub fn run(options: Options) -> Result<(), Failure> {
+    crate::server::startup::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

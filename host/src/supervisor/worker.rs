@@ -50,7 +50,7 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
         })
     };
     let state = Arc::new(server_state(&options, on_stuck)?);
-    block_on_runtime(options.workers, async move {
+    block_on_runtime(&options.clone(), async move {
         let listeners = listen(&options)?;
         let mut signals = Signals::install().map_err(|e| Failure::internal(format!("cannot handle signals: {e}")))?;
         let signal_stop = stop_tx.clone();

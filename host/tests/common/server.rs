@@ -342,6 +342,14 @@ impl Conn {
         }
     }
 
+    /// A connection over an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// The socket (e.g. to change its timeouts).
     pub fn stream(&self) -> &TcpStream {
         &self.stream

@@ -1,0 +1,317 @@
+//! Serving a request with an app over HTTP. The body is read first (up to
+//! `--body-buffer-size`, [`input`]); the app is then called inline on the
+//! runtime thread or on one of the worker's app threads ([`threads`]), as
+//! [`call_policy`](super::call_policy) decides; its answer goes back
+//! through an [`HttpSink`](sink::HttpSink). A request gets 504 once it has
+//! been inside the app for `--timeout` by its [`AppClock`](clock::AppClock),
+//! which does not count time spent waiting for the client.
+//!
+//! - [`environ`]: the environ, borrowed from the request.
+//! - [`input`]: `wsgi.input`, buffered then streamed, with its refusals.
+//! - [`sink`]: the response, held (inline) or sent through channels.
+//! - [`clock`]: time in the app; [`threads`]: the bounded app threads.
+
+pub mod clock;
+pub mod environ;
+pub mod input;
+pub mod sink;
+pub mod threads;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::oneshot;
+
+use self::clock::AppClock;
+use self::environ::{protocol, with_environ};
+use self::input::{BodyLimits, BodyReader};
+use self::sink::{Delivery, HttpSink};
+use self::threads::Busy;
+use super::access_log::Entry;
+use super::body::Body;
+use super::call_policy::{CallPolicy, CallReport, Placement, RouteId};
+use super::connection::ConnInfo;
+use super::stuck_calls::InlineCall;
+use super::{responses, router, ServerState};
+use crate::exchange::{self, Called, Exchange, Refusal, Summary};
+use crate::inflight;
+use crate::loader::LoadedApp;
+
+/// What one app request needs besides the request itself.
+pub struct AppCall {
+    /// The server (limits, log, app threads).
+    pub state: Arc<ServerState>,
+    /// The app.
+    pub app: Arc<LoadedApp>,
+    /// Where the mount's calls run.
+    pub policy: Arc<CallPolicy>,
+    /// This request's route record in `policy` (from `path_info`).
+    pub route: RouteId,
+    /// The mount's prefix (`SCRIPT_NAME` is this, or empty at `/`).
+    pub mount: Arc<str>,
+    /// `PATH_INFO`, percent-decoded.
+    pub path_info: String,
+    /// The connection it came on.
+    pub conn: Arc<ConnInfo>,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// The exchange as the HTTP side runs it.
+type HttpExchange = Exchange<HttpSink, BodyReader>;
+
+/// The response to a request, or where it will come from.
+pub enum Answer {
+    /// Here it is.
+    Ready(Response<Body>),
+    /// A blocking thread sends it.
+    Later(oneshot::Receiver<Response<Body>>),
+}
+
+/// Runs the app for `request` and returns the response as soon as its head
+/// is known; a streamed body keeps coming from a blocking thread.
+pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> {
+    let limits = BodyLimits::from(&call.state.limits);
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limits.max) {
+        return refused(&call, &request, input::too_large(limits.max));
+    }
+    let (parts, body) = request.into_parts();
+    let input = match input::buffer(body, &limits).await {
+        Ok(input) => input,
+        Err(refusal) => return refused(&call, &Request::from_parts(parts, ()), refusal),
+    };
+    // An inline call must never wait for the connection: only requests
+    // whose whole body is in hand qualify.
+    let placement = match input.is_complete() {
+        true => call.policy.place(call.route),
+        false => Placement::Pool,
+    };
+    let head_only = parts.method == Method::HEAD;
+    let clock = Arc::new(AppClock::start());
+    let reader = BodyReader::new(input, clock.clone(), limits);
+    let sink = |delivery| HttpSink::new(delivery, head_only, clock.clone(), limits.idle);
+    // For the access log of a 504, once `parts` went to the app's thread.
+    let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
+    let response_rx = match placement {
+        Placement::Inline => match call_inline(&call, &parts, Exchange::new(sink(Delivery::Held(None)), reader)) {
+            Answer::Ready(response) => return response,
+            Answer::Later(response_rx) => response_rx,
+        },
+        Placement::Pool => {
+            let permit = match call.state.app_threads.acquire().await {
+                Ok(permit) => permit,
+                Err(busy) => return all_threads_busy(&call, &parts, busy),
+            };
+            let (response_tx, response_rx) = oneshot::channel();
+            let exchange = Exchange::new(sink(Delivery::Send(Some(response_tx))), reader);
+            on_pool(call.clone_ref(), parts, clock.clone(), move |call, parts| {
+                let called = call_app(call, parts, exchange, Placement::Pool);
+                (called, Some(permit))
+            });
+            response_rx
+        }
+    };
+    let deadline = call.state.limits.request_timeout.0;
+    tokio::select! {
+        response = response_rx => response.unwrap_or_else(|_| no_response()),
+        () = clock.passed(deadline) => {
+            clock.time_out();
+            let mut response = responses::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the app did not answer within the request timeout (server option --timeout)",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            record(&call, &method, &uri, version, &response);
+            response
+        }
+    }
+}
+
+impl AppCall {
+    /// Another handle on the same request's facts (the pool job takes one).
+    fn clone_ref(&self) -> AppCall {
+        AppCall {
+            state: self.state.clone(),
+            app: self.app.clone(),
+            policy: self.policy.clone(),
+            route: self.route,
+            mount: self.mount.clone(),
+            path_info: self.path_info.clone(),
+            conn: self.conn.clone(),
+            started: self.started,
+        }
+    }
+}
+
+/// Calls the app on this runtime thread. A whole body is sent from here; a
+/// streamed one is pulled on a blocking thread (without an app-thread
+/// permit: inline calls are bounded by the runtime threads already).
+fn call_inline(call: &AppCall, parts: &Parts, exchange: HttpExchange) -> Answer {
+    let _inflight = inflight::enter(parts.method.as_str(), &call.mount, &call.path_info);
+    let mut called = {
+        let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path(), &call.policy, call.route);
+        call_app(call, parts, exchange, Placement::Inline)
+    };
+    if called.streams() {
+        let answer = called.sink_mut().hand_off();
+        let clock = called.sink_mut().clock();
+        on_pool::<_, ()>(call.clone_ref(), parts.clone(), clock, move |_, _| (called, None));
+        return answer;
+    }
+    Answer::Ready(finish(call, parts, called).take_response().unwrap_or_else(no_response))
+}
+
+fn no_response() -> Response<Body> {
+    responses::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the app's thread ended without a response",
+    )
+}
+
+/// Runs `job` (which calls the app, or has) on a blocking thread, then
+/// sends the body; a watchdog task notices if the request outlives the
+/// deadline inside the app, by `clock`.
+fn on_pool<F, P>(call: AppCall, parts: Parts, clock: Arc<AppClock>, job: F)
+where
+    F: FnOnce(&AppCall, &Parts) -> (Called<HttpSink, BodyReader>, Option<P>) + Send + 'static,
+    P: Send + 'static,
+{
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (deadline, on_stuck) = (call.state.limits.request_timeout.0, call.state.on_stuck.clone());
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+    tokio::task::spawn_blocking(move || {
+        let _inflight = inflight::enter(parts.method.as_str(), &call.mount, &call.path_info);
+        let (called, permit) = job(&call, &parts);
+        drop(finish(&call, &parts, called));
+        drop(permit);
+        let _ = done_tx.send(());
+    });
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = done_rx => {}
+            () = clock.passed(deadline) => {
+                log::error!(
+                    "{method} {path} is still inside the app after the request timeout ({}, option --timeout) in pid {}: answered 504",
+                    crate::config::Seconds(deadline),
+                    std::process::id()
+                );
+                on_stuck();
+            }
+        }
+    });
+}
+
+/// Calls the app and records how the call went with the mount's policy.
+fn call_app(
+    call: &AppCall,
+    parts: &Parts,
+    exchange: HttpExchange,
+    placement: Placement,
+) -> Called<HttpSink, BodyReader> {
+    let started = Instant::now();
+    let mut called = with_environ(call, parts, |vars, headers| exchange.call(&call.app, vars, headers));
+    let whole = !called.streams() && !called.sink_mut().streamed();
+    let report = CallReport {
+        placement,
+        took: started.elapsed(),
+        whole,
+    };
+    call.policy.record(call.route, &call.path_info, report);
+    called
+}
+
+/// Sends the body and writes the access log line (unless the client was
+/// answered 504 already); gives the sink back.
+fn finish(call: &AppCall, parts: &Parts, called: Called<HttpSink, BodyReader>) -> HttpSink {
+    let method = parts.method.as_str();
+    let script_name = router::script_name(&call.mount);
+    let (summary, sink) = called.finish(|| exchange::describe(method, script_name, &call.path_info, &call.app));
+    if sink.clock().timed_out() {
+        log::warn!(
+            "{method} {}: the app answered {} after the client got a 504",
+            parts.uri.path(),
+            summary.status.unwrap_or(0)
+        );
+    } else {
+        log_access(call, parts, &summary);
+    }
+    sink
+}
+
+/// A refusal before the app was called: logged, and the connection closed
+/// (its body may be unread or broken).
+fn refused<B>(call: &AppCall, request: &Request<B>, refusal: Refusal) -> Response<Body> {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = responses::error(status, &refusal.detail);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    record(call, request.method(), request.uri(), request.version(), &response);
+    response
+}
+
+/// 503: no app thread came free in time.
+fn all_threads_busy(call: &AppCall, parts: &Parts, busy: Busy) -> Response<Body> {
+    let threads = &call.state.app_threads;
+    let why = match busy {
+        Busy::QueueFull => format!(
+            "all {} app threads are busy and {} requests wait",
+            threads.threads(),
+            threads.queued()
+        ),
+        Busy::Waited => format!(
+            "no app thread came free within {}",
+            crate::config::Seconds(threads.queue_timeout())
+        ),
+    };
+    log::warn!(
+        "{} {}: answered 503: {why} (options --threads, --max-queued, --queue-timeout)",
+        parts.method,
+        parts.uri.path()
+    );
+    let mut response = responses::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("the server is busy: {why} (server options --threads, --max-queued, --queue-timeout)"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    record(call, &parts.method, &parts.uri, parts.version, &response);
+    response
+}
+
+/// Writes the access log line of a response the server made itself.
+fn record(call: &AppCall, method: &Method, uri: &hyper::Uri, version: hyper::Version, response: &Response<Body>) {
+    call.state.access_log.record(&Entry {
+        remote: &call.conn.remote_addr,
+        method: method.as_str(),
+        target: uri.path_and_query().map_or("/", |p| p.as_str()),
+        protocol: protocol(version),
+        status: response.status().as_u16(),
+        bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+        duration: call.started.elapsed(),
+    });
+}
+
+fn log_access(call: &AppCall, parts: &Parts, summary: &Summary) {
+    call.state.access_log.record(&Entry {
+        remote: &call.conn.remote_addr,
+        method: parts.method.as_str(),
+        target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        protocol: protocol(parts.version),
+        status: summary.status.unwrap_or(0),
+        bytes: summary.bytes,
+        duration: call.started.elapsed(),
+    });
+}

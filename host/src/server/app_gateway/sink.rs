@@ -1,0 +1,274 @@
+//! Where an app's response goes over HTTP: [`HttpSink`] turns the
+//! exchange's head and chunks into a hyper response. Inline, the response
+//! is held until the call returns; from a blocking thread, the head goes to
+//! the connection task through a oneshot channel and a streamed body
+//! follows through a bounded channel, each wait for a slow client bounded
+//! by `--body-timeout` and off the app's clock. Hop-by-hop headers are the
+//! server's, not the app's (PEP 3333).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use super::clock::AppClock;
+use super::Answer;
+use crate::exchange::{Chunk, Refusal, ResponseSink};
+use crate::response_head::{self, ResponseHead};
+use crate::server::body::{Body, BodyFrame};
+
+/// Response chunks buffered between the app's thread and the connection.
+const BODY_CHANNEL_DEPTH: usize = 8;
+
+/// Where the response goes once its head is known.
+pub enum Delivery {
+    /// Inline: kept here until the call returns (the connection task is
+    /// the one running the call).
+    Held(Option<Response<Body>>),
+    /// To the connection task, from a blocking thread.
+    Send(Option<oneshot::Sender<Response<Body>>>),
+}
+
+/// Delivers the app's response, then feeds a streamed body through a
+/// channel.
+pub struct HttpSink {
+    delivery: Delivery,
+    body_tx: Option<mpsc::Sender<BodyFrame>>,
+    /// Inline: the head and the body written so far, until the call returns.
+    held: Option<(ResponseHead, VecDeque<BodyFrame>)>,
+    head_only: bool,
+    /// The head went out before the body was complete.
+    streamed: bool,
+    /// Bytes still allowed by the app's Content-Length, if it set one.
+    remaining: Option<u64>,
+    /// The response refuses the request: close the connection after it.
+    close: bool,
+    /// How a blocking thread waits for a slow client.
+    client: ClientWait,
+}
+
+/// Waiting for the client from a blocking thread: bounded, off the clock.
+struct ClientWait {
+    handle: Handle,
+    clock: Arc<AppClock>,
+    idle: Duration,
+}
+
+const CLIENT_GONE: &str = "the client went away";
+
+impl HttpSink {
+    /// A sink delivering as `delivery`; `head_only` for HEAD requests;
+    /// waits for a slow client up to `idle`, off `clock`.
+    pub fn new(delivery: Delivery, head_only: bool, clock: Arc<AppClock>, idle: Duration) -> Self {
+        HttpSink {
+            delivery,
+            body_tx: None,
+            held: None,
+            head_only,
+            streamed: false,
+            remaining: None,
+            close: false,
+            client: ClientWait {
+                handle: Handle::current(),
+                clock,
+                idle,
+            },
+        }
+    }
+
+    /// The request's clock.
+    pub fn clock(&self) -> Arc<AppClock> {
+        self.client.clock.clone()
+    }
+
+    /// Whether the head went out before the body was complete (the call
+    /// streamed or wrote in parts).
+    pub fn streamed(&self) -> bool {
+        self.streamed
+    }
+
+    fn send_response(&mut self, head: ResponseHead, body: Body) -> Result<(), String> {
+        let mut response = build_response(head, body);
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        match &mut self.delivery {
+            Delivery::Held(slot @ None) => {
+                *slot = Some(response);
+                Ok(())
+            }
+            Delivery::Send(tx) => tx
+                .take()
+                .ok_or("response head sent twice")?
+                .send(response)
+                .map_err(|_| CLIENT_GONE.to_owned()),
+            Delivery::Held(Some(_)) => Err("response head sent twice".to_owned()),
+        }
+    }
+
+    /// The response an inline call made.
+    pub fn take_response(&mut self) -> Option<Response<Body>> {
+        match &mut self.delivery {
+            Delivery::Held(response) => response.take(),
+            Delivery::Send(_) => None,
+        }
+    }
+
+    /// From an inline call to a blocking thread (a stream is to be
+    /// pulled): what was held goes out now, the rest through a channel.
+    pub fn hand_off(&mut self) -> Answer {
+        if let Some((head, queued)) = self.held.take() {
+            let (tx, rx) = mpsc::channel(BODY_CHANNEL_DEPTH);
+            self.body_tx = Some(tx);
+            return Answer::Ready(build_response(head, Body::Stream { queued, rx: Some(rx) }));
+        }
+        if let Some(response) = self.take_response() {
+            return Answer::Ready(response); // HEAD: the stream is pulled and discarded
+        }
+        let (response_tx, response_rx) = oneshot::channel();
+        self.delivery = Delivery::Send(Some(response_tx));
+        Answer::Later(response_rx)
+    }
+
+    /// Cuts `bytes` to what the app's Content-Length still allows.
+    fn cut(&mut self, mut bytes: Bytes) -> Bytes {
+        if let Some(remaining) = self.remaining.as_mut() {
+            bytes.truncate((*remaining).min(bytes.len() as u64) as usize);
+            *remaining -= bytes.len() as u64;
+        }
+        bytes
+    }
+
+    fn push(&mut self, frame: BodyFrame) -> Result<(), String> {
+        match (&self.body_tx, &mut self.held) {
+            (Some(tx), _) => {
+                let ClientWait { handle, clock, idle } = &self.client;
+                match clock.waiting(|| handle.block_on(tokio::time::timeout(*idle, tx.send(frame)))) {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(CLIENT_GONE.to_owned()),
+                    Err(_) => Err(format!(
+                        "the client took no response bytes for {} (server option --body-timeout)",
+                        crate::config::Seconds(*idle)
+                    )),
+                }
+            }
+            (None, Some((_, queued))) => {
+                queued.push_back(frame);
+                Ok(())
+            }
+            (None, None) => Ok(()), // HEAD: the body is discarded
+        }
+    }
+}
+
+impl ResponseSink for HttpSink {
+    fn head(&mut self, head: ResponseHead) -> Result<(), String> {
+        self.remaining = head.content_length();
+        self.streamed = true;
+        if self.head_only {
+            return self.send_response(head, Body::Empty);
+        }
+        if let Delivery::Held(_) = self.delivery {
+            self.held = Some((head, VecDeque::new()));
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel(BODY_CHANNEL_DEPTH);
+        self.body_tx = Some(tx);
+        self.send_response(head, Body::channel(rx))
+    }
+
+    fn data(&mut self, chunk: Chunk) -> Result<(), String> {
+        let bytes = self.cut(chunk_bytes(chunk));
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.push(Ok(bytes))
+    }
+
+    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
+        self.remaining = head.content_length();
+        let bytes = body.map(|chunk| self.cut(chunk_bytes(chunk)));
+        let body = match bytes {
+            Some(bytes) if !self.head_only => Body::full(bytes),
+            _ => Body::Empty,
+        };
+        self.send_response(head, body)
+    }
+
+    fn refused(&mut self, _: &Refusal) {
+        self.close = true;
+    }
+
+    fn abort(&mut self) {
+        let _ = self.push(Err(io::Error::other("the app failed mid-response")));
+        self.body_tx = None;
+    }
+
+    fn end(&mut self) {
+        if let Some((head, queued)) = self.held.take() {
+            let _ = self.send_response(head, Body::Stream { queued, rx: None });
+        }
+    }
+}
+
+fn chunk_bytes(chunk: Chunk) -> Bytes {
+    match chunk {
+        Chunk::Static(bytes) => Bytes::from_static(bytes),
+        Chunk::Plugin(bytes) => Bytes::from_owner(bytes),
+        Chunk::Copied(bytes) => Bytes::from(bytes),
+    }
+}
+
+/// Hop-by-hop headers belong to the server, not the app (PEP 3333).
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP_BY_HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+}
+
+fn build_response(head: ResponseHead, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = head.reason();
+    if !reason.is_empty() && Some(reason) != response.status().canonical_reason() {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
+            response.extensions_mut().insert(reason);
+        }
+    }
+    // Every value is a slice of the head's one buffer: no copies.
+    let count = head.len();
+    let text = Bytes::from(head.into_text());
+    let headers = response.headers_mut();
+    headers.reserve(count + 1); // and Server
+    for (name, value) in response_head::header_spans(&text) {
+        let name = &text[name];
+        if is_hop_by_hop(name) {
+            log::debug!("dropped the app's hop-by-hop header {}", String::from_utf8_lossy(name));
+            continue;
+        }
+        // Validated by `response_head` already; skip rather than panic.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_maybe_shared(text.slice(value)),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    response
+}

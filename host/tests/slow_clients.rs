@@ -1,0 +1,196 @@
+//! Slow and broken clients against the real `host` with one worker: bodies
+//! trickled a byte at a time hold no app thread and never look like a stuck
+//! app; a body that stalls gets 408; a large body streamed slowly to an app
+//! that reads it stays off the `--timeout` clock; a full app-thread pool
+//! answers 503 after a bounded wait; broken chunked framing gets 400 whatever
+//! the app answers; and every one of these is in the access log with the
+//! status the client got.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::fleet::{echo, one_at_a_time, try_get, Answer};
+use common::server::{Conn, Server};
+
+/// A one-worker host serving echo at `/`, with `extra` flags.
+fn echo_server(extra: &[&str]) -> Server {
+    Server::builder()
+        .arg(echo())
+        .args(["--no-static", "--workers", "1"])
+        .args(extra)
+        .start()
+}
+
+/// The access log lines that contain `needle`, once there are `count` of
+/// them (or after 5 s).
+fn access_lines(server: &Server, needle: &str, count: usize) -> usize {
+    let found = || {
+        server
+            .log()
+            .lines()
+            .filter(|line| line.contains(" access]") && line.contains(needle))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while found() < count && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    found()
+}
+
+#[test]
+fn trickled_bodies_hold_no_app_thread() {
+    let _serial = one_at_a_time();
+    // Two app threads for 100 slow clients: were each holding one, the
+    // normal requests below would wait for the queue timeout and get 503.
+    let server = echo_server(&["--threads", "2", "--queue-timeout", "1s", "--timeout", "2s"]);
+    const SLOW: usize = 100;
+    const BODY: &[u8] = b"slow=1&body=yes";
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            let head = format!(
+                "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                BODY.len()
+            );
+            stream.write_all(head.as_bytes()).expect("send the head");
+            stream
+        })
+        .collect();
+    // One byte per client every 200 ms (3 s in all), with normal requests
+    // in between.
+    let mut normal: Vec<Answer> = Vec::new();
+    for byte in BODY {
+        for stream in &mut slow {
+            stream.write_all(&[*byte]).expect("send a body byte");
+        }
+        normal.push(try_get(server.addr, "/status/200", Duration::from_secs(5)));
+        thread::sleep(Duration::from_millis(200));
+    }
+    let mut answered = 0;
+    for stream in slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let mut conn = Conn::from_stream(stream);
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert!(response.text().contains("\"body_length\": 15"), "{}", response.text());
+        answered += 1;
+    }
+    let failed: Vec<&Answer> = normal.iter().filter(|a| !matches!(a, Ok((200, _)))).collect();
+    println!(
+        "{SLOW} clients trickling a {}-byte body over 3 s, 2 app threads: {answered} answered 200; {} normal requests meanwhile, {} failed",
+        BODY.len(),
+        normal.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "normal requests failed: {failed:?}");
+    assert!(!server.log().contains("retires"), "a worker retired:\n{}", server.log());
+    assert_eq!(
+        access_lines(&server, "\"POST / HTTP/1.1\" 200", SLOW),
+        SLOW,
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_body_that_stalls_gets_408() {
+    let server = echo_server(&["--body-timeout", "1s"]);
+    let mut conn = server.connect();
+    conn.send(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nhalf");
+    let response = conn.read_response();
+    assert_eq!(response.status, 408, "{}", response.text());
+    assert!(response.text().contains("--body-timeout"), "{}", response.text());
+    assert_eq!(response.header("connection"), Some("close"));
+    let log = server.wait_for_log("\" 408 ", Duration::from_secs(2));
+    assert!(log.contains("\"POST / HTTP/1.1\" 408"), "{log}");
+}
+
+#[test]
+fn a_slowly_streamed_body_is_off_the_app_clock() {
+    // 10 KiB, past the 1 KiB buffer: streamed to the app as it reads, over
+    // about 2 s, twice --timeout; the app's own time is tiny.
+    let server = echo_server(&["--body-buffer-size", "1KiB", "--timeout", "1s"]);
+    let mut conn = server.connect();
+    conn.send(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10240\r\n\r\n");
+    let started = Instant::now();
+    for _ in 0..10 {
+        conn.send(&[b'x'; 1024]);
+        thread::sleep(Duration::from_millis(200));
+    }
+    let response = conn.read_response();
+    println!(
+        "10 KiB over {:?} with --timeout 1s: {}",
+        started.elapsed(),
+        response.status
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response.text().contains("\"body_length\": 10240"),
+        "{}",
+        response.text()
+    );
+    assert!(!server.log().contains("--timeout"), "{}", server.log());
+}
+
+#[test]
+fn a_full_pool_answers_503_after_a_bounded_wait() {
+    let server = echo_server(&["--threads", "1", "--max-queued", "1", "--queue-timeout", "1s"]);
+    let addr = server.addr;
+    let busy = thread::spawn(move || try_get(addr, "/sleep/3000", Duration::from_secs(10)));
+    thread::sleep(Duration::from_millis(300));
+    let queued = thread::spawn(move || {
+        let started = Instant::now();
+        (try_get(addr, "/sleep/10", Duration::from_secs(10)), started.elapsed())
+    });
+    thread::sleep(Duration::from_millis(300));
+    // The queue holds one: the next is refused at once.
+    let refused = try_get(addr, "/sleep/10", Duration::from_secs(10));
+    let (waited, took) = queued.join().expect("client");
+    println!("queue full: {refused:?}; queued: {waited:?} after {took:?}");
+    for answer in [&refused, &waited] {
+        assert!(
+            matches!(answer, Ok((503, body)) if body.contains("--threads")),
+            "{answer:?}"
+        );
+    }
+    assert!(matches!(busy.join().expect("client"), Ok((200, _))));
+    assert_eq!(access_lines(&server, "\" 503 ", 2), 2, "{}", server.log());
+}
+
+#[test]
+fn broken_chunked_framing_gets_400_and_a_closed_connection() {
+    let server = echo_server(&["--body-buffer-size", "0"]);
+    for (what, body) in [
+        ("size zz", &b"zz\r\nhello\r\n0\r\n\r\n"[..]),
+        ("size -5", b"-5\r\nhello\r\n0\r\n\r\n"),
+        ("2^80", b"100000000000000000000\r\nhello\r\n0\r\n\r\n"),
+        ("no CRLF after the data", b"5\r\nhelloXX0\r\n\r\n"),
+    ] {
+        let mut conn = server.connect();
+        let mut request = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        conn.send(&request);
+        let response = conn.read_response();
+        assert_eq!(response.status, 400, "{what}: {}", response.text());
+        assert_eq!(response.header("connection"), Some("close"), "{what}");
+        assert!(conn.closed_within(Duration::from_secs(5)).is_ok(), "{what}: kept open");
+    }
+    assert_eq!(access_lines(&server, "\" 400 ", 4), 4, "{}", server.log());
+}
+
+#[test]
+fn a_504_is_logged_as_504() {
+    let server = echo_server(&["--timeout", "1s"]);
+    let answer = try_get(server.addr, "/sleep/2000", Duration::from_secs(10));
+    assert!(matches!(answer, Ok((504, _))), "{answer:?}");
+    let log = server.wait_for_log("after the client got a 504", Duration::from_secs(5));
+    assert!(log.contains("\"GET /sleep/2000 HTTP/1.1\" 504"), "{log}");
+    assert!(!log.contains("\"GET /sleep/2000 HTTP/1.1\" 200"), "{log}");
+}
