@@ -274,12 +274,21 @@ fn a_folder_redirect_never_leaves_the_site() {
 #[test]
 fn missing_files_get_the_404_page_when_no_app_is_mounted() {
     let server = Server::start::<&str>([]);
-    for (method, path) in [("GET", "/nope.html"), ("GET", "/a/b/c"), ("POST", "/index.html")] {
+    for (method, path) in [("GET", "/nope.html"), ("GET", "/a/b/c"), ("POST", "/nope.html")] {
         let response = server.request(method, path, &[], b"");
         assert_eq!(response.status, 404, "{method} {path}");
         assert_content_type(&response, "text/html; charset=utf-8");
         assert_eq!(response.body, html_file("404.html"), "{method} {path}");
     }
+    // A file of the site, with a method the site does not serve.
+    let response = server.request("POST", "/index.html", &[], b"x");
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET, HEAD, OPTIONS"));
+    let response = server.request("OPTIONS", "/index.html", &[], b"");
+    assert_eq!(
+        (response.status, response.header("allow")),
+        (204, Some("GET, HEAD, OPTIONS"))
+    );
 }
 
 #[test]
@@ -769,11 +778,11 @@ fn many_concurrent_requests_all_succeed() {
 #[test]
 fn json_access_log_lines_are_valid_json() {
     let server = echo_server(&["--access-log-format", "json"]);
-    // Raw `"` is refused by the parser (400, before any app), so quotes come
-    // percent-encoded; backslashes are accepted raw and must be escaped.
+    // Raw `"` and `\` are refused (400, before any app) but still logged:
+    // the JSON must escape them.
     let targets = [
-        ("/log%22quote?q=%22%5C&r=a\\b", 200),
-        ("/log\\path\\?x=\\\\", 200),
+        ("/log%22quote?q=%22%5C&r=a\\b", 400),
+        ("/log\\path\\?x=\\\\", 400),
         ("/index.html", 200),
         ("/status/404", 404),
     ];

@@ -1,7 +1,10 @@
 //! The access log: one line per request through `log` (target `access`),
 //! as text or as correctly escaped JSON.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
+
+use hyper::Uri;
 
 use crate::config::AccessLogFormat;
 
@@ -72,5 +75,14 @@ impl AccessLog {
                 })
             ),
         }
+    }
+}
+
+/// A request target as the log shows it: as sent for origin-form, the
+/// whole URI for the other forms (absolute, authority, `*`).
+pub fn target_of(uri: &Uri) -> Cow<'_, str> {
+    match (uri.authority(), uri.path_and_query()) {
+        (None, Some(path)) => Cow::Borrowed(path.as_str()),
+        _ => Cow::Owned(uri.to_string()),
     }
 }

@@ -1,6 +1,8 @@
 //! The HTTP/1.1 server: hyper on tokio, serving the static site and the apps.
 //!
 //! - [`connection`]: listeners and per-connection facts.
+//! - [`handler`]: one request, from the strict checks to its response.
+//! - [`strict`]: the HTTP rules hyper leaves to the application.
 //! - [`router`]: the seeds' routing rule and mounts.
 //! - [`static_files`]: the static site; [`site_cache`] keeps its lookups.
 //! - [`app_gateway`]: apps over HTTP; [`call_policy`] decides where a
@@ -16,6 +18,7 @@ pub mod body;
 pub mod call_policy;
 pub mod connection;
 pub mod drain;
+pub mod handler;
 pub mod memory;
 pub mod quarantined;
 pub mod responses;
@@ -23,24 +26,24 @@ pub mod router;
 pub mod site_cache;
 pub mod startup;
 pub mod static_files;
+pub mod strict;
 pub mod stuck_calls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
-use hyper::header::{HeaderValue, SERVER};
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
-use self::access_log::{AccessLog, Entry};
-use self::body::Body;
-use self::connection::{ConnInfo, Listener};
+use self::access_log::AccessLog;
+use self::connection::Listener;
 use self::drain::Drain;
-use self::router::{Route, Router};
+use self::handler::Connection;
+use self::router::Router;
+use self::strict::wire::{Guarded, Scanner, Verdicts};
 use crate::config::Limits;
 
 /// Everything a request handler needs, shared by all connections.
@@ -76,8 +79,6 @@ pub enum StopLevel {
 
 /// hyper's own limit on request headers.
 const HYPER_MAX_HEADERS: usize = 100;
-
-const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
 /// Serves on `listeners` until `stop` says so, then drains: no new
 /// connections, in-flight requests finish (up to the graceful timeout), and
@@ -144,12 +145,20 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
             }
         };
         let tracked = drain.track();
-        let info = Arc::new(info);
+        let verdicts = Arc::new(Verdicts::default());
+        let scanner = Scanner::new(
+            state.limits.max_body_size.0,
+            state.limits.max_header_size.0 as usize,
+            state.limits.max_headers,
+            verdicts.clone(),
+        );
+        let stream = Guarded::new(stream, scanner);
+        let connection = Arc::new(Connection::new(info, verdicts));
         let (state, drain) = (state.clone(), drain.clone());
         let service = {
             let drain = drain.clone();
             service_fn(move |request| {
-                let response = handle(state.clone(), info.clone(), request);
+                let response = handler::handle(state.clone(), connection.clone(), request);
                 let drain = drain.clone();
                 async move {
                     let mut response = response.await?;
@@ -185,87 +194,4 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
             }
         });
     }
-}
-
-/// One request: limits, routing, then the static site, an app or the 404.
-async fn handle(
-    state: Arc<ServerState>,
-    conn: Arc<ConnInfo>,
-    request: Request<hyper::body::Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    let log_static = |response: &Response<Body>, request: &Request<hyper::body::Incoming>| {
-        state.access_log.record(&Entry {
-            remote: &conn.remote_addr,
-            method: method.as_str(),
-            target: request.uri().path_and_query().map_or("/", |p| p.as_str()),
-            protocol: app_gateway::environ::protocol(request.version()),
-            status: response.status().as_u16(),
-            bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
-            duration: started.elapsed(),
-        });
-    };
-
-    let mut response = if target_len as u64 > state.limits.max_uri_length.0 {
-        log::warn!("refused a {target_len}-byte request target over max_uri_length; raise it with --max-uri-length");
-        responses::error(
-            StatusCode::URI_TOO_LONG,
-            &format!(
-                "the request target exceeds {} bytes (server option --max-uri-length)",
-                state.limits.max_uri_length.0
-            ),
-        )
-    } else {
-        match percent_encoding::percent_decode_str(request.uri().path()).decode_utf8() {
-            Err(_) => responses::error(
-                StatusCode::BAD_REQUEST,
-                "the path is not valid UTF-8 after percent-decoding",
-            ),
-            Ok(path) => match state.router.route(&method, &path) {
-                Route::File(file) => static_files::serve_file(&method, request.headers(), &file).await,
-                Route::AddSlash => {
-                    // One leading slash: "//name/" would send the browser to another host.
-                    let path = request.uri().path().trim_start_matches('/');
-                    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-                    responses::moved_permanently(&format!("/{path}/{query}"))
-                }
-                Route::NotFound => match state.router.site() {
-                    Some(site) => site.not_found(&method).await,
-                    None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
-                },
-                Route::App { mount, path_info } => {
-                    match state.quarantined.remaining(&mount.prefix, &path_info, started) {
-                        Some(left) => responses::quarantined(left),
-                        None => {
-                            let call = app_gateway::AppCall {
-                                state: state.clone(),
-                                app: mount.app.clone(),
-                                policy: mount.policy.clone(),
-                                route: mount.policy.route_of(&path_info),
-                                mount: mount.prefix.clone(),
-                                path_info,
-                                conn: conn.clone(),
-                                started,
-                            };
-                            let mut response = app_gateway::serve(call, request).await;
-                            add_server_header(&mut response);
-                            return Ok(response);
-                        }
-                    }
-                }
-            },
-        }
-    };
-    log_static(&response, &request);
-    add_server_header(&mut response);
-    Ok(response)
-}
-
-fn add_server_header(response: &mut Response<Body>) {
-    response
-        .headers_mut()
-        .entry(SERVER)
-        .or_insert(HeaderValue::from_static(SERVER_HEADER));
 }

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use super::body::Body;
+use crate::exchange::Refusal;
 
 /// `STATUS` with a one-line plain-text body saying what happened and,
 /// for limits, which option raises them.
@@ -44,5 +45,29 @@ pub fn quarantined(left: Duration) -> Response<Body> {
         ),
     );
     response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// A request refused for breaking a rule: its status and detail, and the
+/// connection closed (what follows it on the connection is not trusted).
+pub fn refusal(refusal: &Refusal) -> Response<Body> {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = error(status, &refusal.detail);
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// `status` (204 for OPTIONS, 405) with `Allow: methods`.
+pub fn allow(status: StatusCode, methods: &'static str) -> Response<Body> {
+    let mut response = if status == StatusCode::NO_CONTENT {
+        let mut empty = Response::new(Body::Empty);
+        *empty.status_mut() = status;
+        empty
+    } else {
+        error(status, &format!("this resource allows {methods}"))
+    };
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(methods));
     response
 }

@@ -39,6 +39,9 @@ pub enum Route<'r> {
         /// `PATH_INFO`.
         path_info: String,
     },
+    /// A file or folder of the static site, with a method it does not
+    /// serve (and no app mounted there): 405, or the `Allow` of OPTIONS.
+    StaticOnly,
     /// Nothing: the 404 page.
     NotFound,
 }
@@ -57,7 +60,8 @@ impl Router {
 
     /// Routes a request by method and percent-decoded path.
     pub fn route(&self, method: &Method, path: &str) -> Route<'_> {
-        if let (Some(site), true) = (&self.site, method == Method::GET || method == Method::HEAD) {
+        let readable = method == Method::GET || method == Method::HEAD;
+        if let (Some(site), true) = (&self.site, readable) {
             match site.lookup(path) {
                 Lookup::File(file) => return Route::File(file),
                 Lookup::AddSlash => return Route::AddSlash,
@@ -71,6 +75,10 @@ impl Router {
                     path_info: path_info.to_owned(),
                 };
             }
+        }
+        let on_site = |site: &StaticSite| !matches!(site.lookup(path), Lookup::Missing);
+        if !readable && self.site.as_ref().is_some_and(on_site) {
+            return Route::StaticOnly;
         }
         Route::NotFound
     }

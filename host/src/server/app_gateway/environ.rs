@@ -20,13 +20,17 @@ pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVar
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     let mut repaired = repaired.iter();
+    // An absolute-form target names the host; Host is then ignored
+    // (RFC 9112 §3.2.2), so the app sees the target's.
+    let target_host = parts.uri.authority().map(|a| a.as_str());
     let headers: Vec<Header<'_>> = parts
         .headers
         .iter()
         .map(|(name, value)| {
-            let value = match std::str::from_utf8(value.as_bytes()) {
-                Ok(text) => text,
-                Err(_) => repaired.next().map_or("", String::as_str),
+            let value = match (std::str::from_utf8(value.as_bytes()), target_host) {
+                (_, Some(host)) if name == hyper::header::HOST => host,
+                (Ok(text), _) => text,
+                (Err(_), _) => repaired.next().map_or("", String::as_str),
             };
             Header::new(name.as_str(), value)
         })

@@ -21,6 +21,7 @@ use tokio::runtime::Handle;
 use super::clock::AppClock;
 use crate::config::Limits;
 use crate::exchange::{Refusal, RequestBody};
+use crate::server::strict::wire::Verdicts;
 
 /// The limits a body is read under.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +50,8 @@ pub struct Input {
     buffered: VecDeque<Bytes>,
     rest: Option<Incoming>,
     received: u64,
+    /// The connection's wire verdicts (why a body ended early).
+    verdicts: Arc<Verdicts>,
 }
 
 impl Input {
@@ -71,11 +74,12 @@ impl Input {
 }
 
 /// Reads `body` until it ends or `limits.buffer` bytes are in hand.
-pub async fn buffer(mut body: Incoming, limits: &BodyLimits) -> Result<Input, Refusal> {
+pub async fn buffer(mut body: Incoming, limits: &BodyLimits, verdicts: &Arc<Verdicts>) -> Result<Input, Refusal> {
     let mut input = Input {
         buffered: VecDeque::new(),
         rest: None,
         received: 0,
+        verdicts: verdicts.clone(),
     };
     loop {
         if body.is_end_stream() {
@@ -88,7 +92,7 @@ pub async fn buffer(mut body: Incoming, limits: &BodyLimits) -> Result<Input, Re
         match tokio::time::timeout(limits.idle, body.frame()).await {
             Err(_) => return Err(idle_timeout(limits.idle)),
             Ok(None) => return Ok(input),
-            Ok(Some(Err(e))) => return Err(malformed(&e)),
+            Ok(Some(Err(e))) => return Err(malformed(&e, verdicts)),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     input.accept(data, limits.max)?;
@@ -140,7 +144,7 @@ impl BodyReader {
                 self.input.rest = None;
                 Ok(())
             }
-            Ok(Some(Err(e))) => Err(malformed(&e)),
+            Ok(Some(Err(e))) => Err(malformed(&e, &self.input.verdicts)),
             Ok(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => self.input.accept(data, self.limits.max),
                 Err(_) => Ok(()), // trailers: not part of wsgi.input
@@ -206,9 +210,15 @@ fn idle_timeout(idle: Duration) -> Refusal {
     }
 }
 
-/// 400: the body's framing is broken (a bad chunk, a body cut short).
-fn malformed(error: &hyper::Error) -> Refusal {
-    let cause = std::error::Error::source(error).map_or_else(|| error.to_string(), ToString::to_string);
+/// 400: the body's framing is broken (a bad chunk, a body cut short); or
+/// the refusal the wire scanner found (413 for a chunked body over the
+/// limit), which is why hyper saw the body end.
+fn malformed(error: &hyper::Error, verdicts: &Verdicts) -> Refusal {
+    if let Some(refusal) = verdicts.body() {
+        return refusal;
+    }
+    let source = std::error::Error::source(error);
+    let cause = source.map_or_else(|| error.to_string(), ToString::to_string);
     log::warn!("refused a request with a malformed body: {cause}");
     Refusal {
         status: 400,

@@ -31,10 +31,11 @@ use self::environ::{protocol, with_environ};
 use self::input::{BodyLimits, BodyReader};
 use self::sink::{Delivery, HttpSink};
 use self::threads::Busy;
-use super::access_log::Entry;
+use super::access_log::{target_of, Entry};
 use super::body::Body;
 use super::call_policy::{CallPolicy, CallReport, Placement, RouteId};
 use super::connection::ConnInfo;
+use super::strict::wire::Verdicts;
 use super::stuck_calls::InlineCall;
 use super::{responses, router, ServerState};
 use crate::exchange::{self, Called, Exchange, Refusal, Summary};
@@ -57,6 +58,8 @@ pub struct AppCall {
     pub path_info: String,
     /// The connection it came on.
     pub conn: Arc<ConnInfo>,
+    /// That connection's wire verdicts.
+    pub verdicts: Arc<Verdicts>,
     /// When the request arrived.
     pub started: Instant,
 }
@@ -85,7 +88,7 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
         return refused(&call, &request, input::too_large(limits.max));
     }
     let (parts, body) = request.into_parts();
-    let input = match input::buffer(body, &limits).await {
+    let input = match input::buffer(body, &limits, &call.verdicts).await {
         Ok(input) => input,
         Err(refusal) => return refused(&call, &Request::from_parts(parts, ()), refusal),
     };
@@ -149,6 +152,7 @@ impl AppCall {
             mount: self.mount.clone(),
             path_info: self.path_info.clone(),
             conn: self.conn.clone(),
+            verdicts: self.verdicts.clone(),
             started: self.started,
         }
     }
@@ -252,11 +256,7 @@ fn finish(call: &AppCall, parts: &Parts, called: Called<HttpSink, BodyReader>) -
 /// A refusal before the app was called: logged, and the connection closed
 /// (its body may be unread or broken).
 fn refused<B>(call: &AppCall, request: &Request<B>, refusal: Refusal) -> Response<Body> {
-    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = responses::error(status, &refusal.detail);
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let response = responses::refusal(&refusal);
     record(call, request.method(), request.uri(), request.version(), &response);
     response
 }
@@ -296,7 +296,7 @@ fn record(call: &AppCall, method: &Method, uri: &hyper::Uri, version: hyper::Ver
     call.state.access_log.record(&Entry {
         remote: &call.conn.remote_addr,
         method: method.as_str(),
-        target: uri.path_and_query().map_or("/", |p| p.as_str()),
+        target: &target_of(uri),
         protocol: protocol(version),
         status: response.status().as_u16(),
         bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
@@ -308,7 +308,7 @@ fn log_access(call: &AppCall, parts: &Parts, summary: &Summary) {
     call.state.access_log.record(&Entry {
         remote: &call.conn.remote_addr,
         method: parts.method.as_str(),
-        target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        target: &target_of(&parts.uri),
         protocol: protocol(parts.version),
         status: summary.status.unwrap_or(0),
         bytes: summary.bytes,

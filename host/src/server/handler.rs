@@ -1,0 +1,193 @@
+//! One request, from its first check to its response: the wire verdict
+//! for it and the request rules ([`super::strict`]), the target's length,
+//! the decoded path, then the route: a static file, a redirect, a method
+//! the static site does not allow, the 404 page, a quarantined route, or
+//! an app. Every response the server makes itself is logged here; an app's
+//! is logged by the app gateway.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, SERVER};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::access_log::{target_of, Entry};
+use super::app_gateway::{self, environ::protocol};
+use super::body::Body;
+use super::connection::ConnInfo;
+use super::router::Route;
+use super::strict::request::SERVER_METHODS;
+use super::strict::wire::Verdicts;
+use super::{responses, static_files, strict, ServerState};
+use crate::exchange::Refusal;
+
+const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
+
+/// What the server keeps per connection.
+pub struct Connection {
+    /// The facts an app sees.
+    pub info: Arc<ConnInfo>,
+    /// The wire scanner's refusals.
+    pub verdicts: Arc<Verdicts>,
+    /// Requests seen so far.
+    requests: AtomicU64,
+}
+
+impl Connection {
+    /// A new connection's state.
+    pub fn new(info: ConnInfo, verdicts: Arc<Verdicts>) -> Connection {
+        Connection {
+            info: Arc::new(info),
+            verdicts,
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Serves one request.
+pub async fn handle(
+    state: Arc<ServerState>,
+    conn: Arc<Connection>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let number = conn.requests.fetch_add(1, Ordering::Relaxed);
+    let refusal = conn
+        .verdicts
+        .for_request(number)
+        .or_else(|| strict::request::check(&request).err());
+    let mut response = match refusal {
+        Some(refusal) => {
+            let response = responses::refusal(&refusal);
+            record(&state, &conn, &request, &response, started);
+            response
+        }
+        None => match route(&state, &conn, request, started).await {
+            Routed::App(response) => response,
+            Routed::Server(response, request) => {
+                record(&state, &conn, &request, &response, started);
+                response
+            }
+        },
+    };
+    add_server_header(&mut response);
+    Ok(response)
+}
+
+/// Where a request ended up.
+enum Routed {
+    /// An app answered (and logged) it.
+    App(Response<Body>),
+    /// The server answered it; the request, for the log.
+    Server(Response<Body>, Request<()>),
+}
+
+async fn route(state: &Arc<ServerState>, conn: &Connection, request: Request<Incoming>, started: Instant) -> Routed {
+    let server = |response, request: Request<Incoming>| Routed::Server(response, request.map(|_| ()));
+    let method = request.method().clone();
+    let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len as u64 > state.limits.max_uri_length.0 {
+        log::warn!("refused a {target_len}-byte request target over max_uri_length; raise it with --max-uri-length");
+        let detail = format!(
+            "the request target exceeds {} bytes (server option --max-uri-length)",
+            state.limits.max_uri_length.0
+        );
+        return server(responses::error(StatusCode::URI_TOO_LONG, &detail), request);
+    }
+    if request.uri().path() == "*" {
+        return server(responses::allow(StatusCode::NO_CONTENT, SERVER_METHODS), request);
+    }
+    let path = match percent_encoding::percent_decode_str(request.uri().path()).decode_utf8() {
+        Ok(path) if !path.bytes().any(|b| b.is_ascii_control()) => path,
+        Ok(_) => {
+            return server(
+                bad_path("the path has a control character (e.g. %00) after percent-decoding"),
+                request,
+            )
+        }
+        Err(_) => return server(bad_path("the path is not valid UTF-8 after percent-decoding"), request),
+    };
+    let response = match state.router.route(&method, &path) {
+        Route::File(file) => static_files::serve_file(&method, request.headers(), &file).await,
+        Route::AddSlash => {
+            // One leading slash: "//name/" would send the browser to another host.
+            let path = request.uri().path().trim_start_matches('/');
+            let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            responses::moved_permanently(&format!("/{path}/{query}"))
+        }
+        Route::StaticOnly if method == Method::OPTIONS => responses::allow(StatusCode::NO_CONTENT, STATIC_METHODS),
+        Route::StaticOnly => responses::allow(StatusCode::METHOD_NOT_ALLOWED, STATIC_METHODS),
+        Route::NotFound if !STANDARD_METHODS.contains(&method.as_str()) => responses::error(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!(
+                "the method {} is not implemented here (methods are case-sensitive)",
+                method.as_str()
+            ),
+        ),
+        Route::NotFound => match state.router.site() {
+            Some(site) => site.not_found(&method).await,
+            None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
+        },
+        Route::App { mount, path_info } => match state.quarantined.remaining(&mount.prefix, &path_info, started) {
+            Some(left) => responses::quarantined(left),
+            None => {
+                let call = app_gateway::AppCall {
+                    state: state.clone(),
+                    app: mount.app.clone(),
+                    policy: mount.policy.clone(),
+                    route: mount.policy.route_of(&path_info),
+                    mount: mount.prefix.clone(),
+                    path_info,
+                    conn: conn.info.clone(),
+                    verdicts: conn.verdicts.clone(),
+                    started,
+                };
+                return Routed::App(app_gateway::serve(call, request).await);
+            }
+        },
+    };
+    server(response, request)
+}
+
+/// A 400 for a path that decodes to something no route may see.
+fn bad_path(detail: &str) -> Response<Body> {
+    responses::refusal(&Refusal {
+        status: 400,
+        reason: "Bad Request",
+        detail: detail.to_owned(),
+    })
+}
+
+/// RFC 9110's methods and PATCH: the others get 501 where no app takes them.
+const STANDARD_METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"];
+
+/// What the static site allows on its files.
+const STATIC_METHODS: &str = "GET, HEAD, OPTIONS";
+
+fn record<B>(
+    state: &ServerState,
+    conn: &Connection,
+    request: &Request<B>,
+    response: &Response<Body>,
+    started: Instant,
+) {
+    state.access_log.record(&Entry {
+        remote: &conn.info.remote_addr,
+        method: request.method().as_str(),
+        target: &target_of(request.uri()),
+        protocol: protocol(request.version()),
+        status: response.status().as_u16(),
+        bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+        duration: started.elapsed(),
+    });
+}
+
+fn add_server_header(response: &mut Response<Body>) {
+    response
+        .headers_mut()
+        .entry(SERVER)
+        .or_insert(HeaderValue::from_static(SERVER_HEADER));
+}

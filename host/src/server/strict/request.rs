@@ -1,0 +1,341 @@
+//! Rules checked on each request hyper parsed, before it is routed: the
+//! RFC 9110/9112 rules hyper leaves to the application. A request that
+//! breaks one is answered here (the status below, a one-line body, the
+//! connection closed) and never reaches an app.
+//!
+//! | rule | status | RFC |
+//! |---|---|---|
+//! | CONNECT is not served (no tunnels) | 501 | 9110 §9.3.6 |
+//! | exactly one Host field in HTTP/1.1, at most one in HTTP/1.0 | 400 | 9112 §3.2 |
+//! | Host is `uri-host [":" port]`: a reg-name, an IPv4 address or a bracketed IP literal | 400 | 9110 §7.2, 3986 §3.2.2 |
+//! | origin-form, or absolute-form with `http`/`https` and no userinfo | 400 | 9112 §3.2.1–2, 9110 §4.2.4 |
+//! | authority-form only with CONNECT, asterisk-form only with OPTIONS | 400 | 9112 §3.2.3–4 |
+//! | the target holds only URI characters, and `%` is always followed by two hex digits | 400 | 3986 §2, §3.3–3.4 |
+//! | Transfer-Encoding is exactly `chunked` once | 400 (twice), 501 (other codings) | 9112 §6.1, §7 |
+//! | Expect, if present, is `100-continue` | 417 | 9110 §10.1.1 |
+//!
+//! The decoded path is checked where it is decoded (`server::handle`): it
+//! must be UTF-8 without NUL or other control characters (400).
+
+use hyper::header::{EXPECT, HOST, TRANSFER_ENCODING};
+use hyper::{Method, Request, Version};
+
+use crate::exchange::Refusal;
+
+/// What the server itself allows on any resource (the `Allow` of
+/// `OPTIONS *`).
+pub const SERVER_METHODS: &str = "GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH";
+
+fn refusal(status: u16, detail: impl Into<String>) -> Refusal {
+    let reason = match status {
+        400 => "Bad Request",
+        417 => "Expectation Failed",
+        501 => "Not Implemented",
+        _ => "Error",
+    };
+    Refusal {
+        status,
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Checks `request` against every rule above.
+pub fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
+    check_method(request.method())?;
+    check_host(request)?;
+    check_target(request)?;
+    check_transfer_encoding(request)?;
+    if let Some(expect) = request.headers().get(EXPECT) {
+        if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+            return Err(refusal(
+                417,
+                "the only expectation this server meets is Expect: 100-continue",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Any method token may reach an app (WSGI apps see every method); only
+/// CONNECT, which would make the connection a tunnel, is refused here.
+/// Where no app takes a request, the router answers 405 (static files) or
+/// 501 (nothing at all).
+fn check_method(method: &Method) -> Result<(), Refusal> {
+    if method == Method::CONNECT {
+        return Err(refusal(501, "CONNECT is not supported by this server (no tunnels)"));
+    }
+    Ok(())
+}
+
+fn check_host<B>(request: &Request<B>) -> Result<(), Refusal> {
+    let mut hosts = request.headers().get_all(HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() == Version::HTTP_10 => return Ok(()),
+        (None, _) => return Err(refusal(400, "an HTTP/1.1 request needs a Host header")),
+        (Some(_), Some(_)) => return Err(refusal(400, "the request has more than one Host header")),
+        (Some(host), None) => host,
+    };
+    let host = host
+        .to_str()
+        .map_err(|_| refusal(400, "the Host header is not ASCII"))?;
+    if !is_host_and_port(host) {
+        return Err(refusal(400, format!("the Host header {host:?} is not a host[:port]")));
+    }
+    Ok(())
+}
+
+/// `uri-host [":" port]` (RFC 3986), with a non-empty host.
+pub fn is_host_and_port(text: &str) -> bool {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((literal, after)) => {
+                let literal_ok = literal.parse::<std::net::Ipv6Addr>().is_ok() || is_ipv_future(literal);
+                if !literal_ok {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    after => match after.strip_prefix(':') {
+                        Some(port) => ("x", port),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match text.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            None => (text, ""),
+        },
+    };
+    !host.is_empty() && is_reg_name(host) && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// RFC 3986 `reg-name` (which includes IPv4 addresses).
+fn is_reg_name(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'%' => {
+                if !bytes
+                    .get(at + 1..at + 3)
+                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                at += 3;
+            }
+            b if is_unreserved(b) || is_sub_delim(b) => at += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// RFC 3986 `IPvFuture`: `v` HEXDIG+ `.` (unreserved / sub-delims / `:`)+.
+fn is_ipv_future(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix(['v', 'V']) else {
+        return false;
+    };
+    let Some((version, address)) = rest.split_once('.') else {
+        return false;
+    };
+    !version.is_empty()
+        && version.bytes().all(|b| b.is_ascii_hexdigit())
+        && !address.is_empty()
+        && address
+            .bytes()
+            .all(|b| is_unreserved(b) || is_sub_delim(b) || b == b':')
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    b"!$&'()*+,;=".contains(&b)
+}
+
+fn check_target<B>(request: &Request<B>) -> Result<(), Refusal> {
+    let uri = request.uri();
+    let method = request.method();
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => {
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                return Err(refusal(
+                    400,
+                    format!("the request target's scheme {scheme:?} is not http or https"),
+                ));
+            }
+            if authority.as_str().contains('@') {
+                return Err(refusal(
+                    400,
+                    "the request target has a user name or password (userinfo)",
+                ));
+            }
+            if !is_host_and_port(authority.as_str()) {
+                return Err(refusal(400, "the request target's authority is not a host[:port]"));
+            }
+        }
+        (None, Some(_)) => {
+            return Err(refusal(
+                400,
+                format!("{method} cannot take an authority-form target (host:port); only CONNECT can"),
+            ))
+        }
+        (Some(_), None) => return Err(refusal(400, "the request target has a scheme but no host")),
+        (None, None) if uri.path() == "*" => {
+            if method != Method::OPTIONS {
+                return Err(refusal(
+                    400,
+                    format!("{method} cannot take the target *; only OPTIONS can"),
+                ));
+            }
+            return Ok(());
+        }
+        (None, None) => {}
+    }
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let bytes = target.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'%' if bytes
+                .get(at + 1..at + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                at += 3
+            }
+            b'%' => {
+                return Err(refusal(
+                    400,
+                    "the request target has a % not followed by two hex digits",
+                ))
+            }
+            b if is_unreserved(b) || is_sub_delim(b) || b":@/?".contains(&b) => at += 1,
+            b => {
+                return Err(refusal(
+                    400,
+                    format!(
+                        "the request target has a character that must be percent-encoded: {:?}",
+                        b as char
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_transfer_encoding<B>(request: &Request<B>) -> Result<(), Refusal> {
+    let mut codings = Vec::new();
+    for value in request.headers().get_all(TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err(refusal(400, "the Transfer-Encoding header is not ASCII"));
+        };
+        codings.extend(value.split(',').map(str::trim).filter(|c| !c.is_empty()));
+    }
+    match codings.as_slice() {
+        [] => Ok(()),
+        [only] if only.eq_ignore_ascii_case("chunked") => Ok(()),
+        _ if codings.iter().filter(|c| c.eq_ignore_ascii_case("chunked")).count() > 1 => {
+            Err(refusal(400, "chunked is applied more than once in Transfer-Encoding"))
+        }
+        _ => Err(refusal(
+            501,
+            format!(
+                "the transfer coding {:?} is not implemented; send the body chunked or with a Content-Length",
+                codings.join(", ")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(line: &str, headers: &[(&str, &str)]) -> Result<(), u16> {
+        let (method, target) = line.split_once(' ').unwrap();
+        let mut builder = Request::builder().method(method).uri(target);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        check(&builder.body(()).unwrap()).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn hosts() {
+        for good in [
+            "a",
+            "a.example:80",
+            "127.0.0.1",
+            "[::1]:8080",
+            "[v1.x]",
+            "xn--bcher-kva.example",
+            "a:",
+        ] {
+            assert!(is_host_and_port(good), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "a b",
+            "a/b",
+            "user@a",
+            "a:8x",
+            "[::1",
+            "::1",
+            "[zz]",
+            "a, b",
+            "é.example",
+        ] {
+            assert!(!is_host_and_port(bad), "{bad}");
+        }
+        assert_eq!(request("GET /", &[]), Err(400));
+        assert_eq!(request("GET /", &[("Host", "a"), ("Host", "a")]), Err(400));
+        assert_eq!(request("GET /", &[("Host", "a")]), Ok(()));
+    }
+
+    #[test]
+    fn targets_and_methods() {
+        let host = [("Host", "a")];
+        for (line, expected) in [
+            ("GET /p?q=1&r=%20", Ok(())),
+            ("GET http://a/p", Ok(())),
+            ("GET http://u:p@a/p", Err(400)),
+            ("GET ftp://a/p", Err(400)),
+            ("GET a:443", Err(400)),
+            ("GET *", Err(400)),
+            ("OPTIONS *", Ok(())),
+            ("GET /%zz", Err(400)),
+            ("GET /a|b", Err(400)),
+            ("GET /a{b}", Err(400)),
+            ("CONNECT a:443", Err(501)),
+            ("FROBNICATE /", Ok(())),
+        ] {
+            assert_eq!(request(line, &host), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn transfer_codings_and_expectations() {
+        let host = ("Host", "a");
+        let te = |value| request("POST /", &[host, ("Transfer-Encoding", value)]);
+        assert_eq!(te("chunked"), Ok(()));
+        assert_eq!(te("Chunked"), Ok(()));
+        assert_eq!(te("chunked, chunked"), Err(400));
+        assert_eq!(te("gzip, chunked"), Err(501));
+        assert_eq!(
+            request(
+                "POST /",
+                &[host, ("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")]
+            ),
+            Err(400)
+        );
+        assert_eq!(request("POST /", &[host, ("Expect", "100-continue")]), Ok(()));
+        assert_eq!(request("POST /", &[host, ("Expect", "teapot")]), Err(417));
+    }
+}
