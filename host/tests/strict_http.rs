@@ -255,7 +255,11 @@ fn each_rule_is_refused_with_its_status_and_reason() {
     // An absolute-form target is served by its path, and names the host.
     let response = server.request("GET", "http://other.example/app/x", &[], b"");
     assert_eq!(response.status, 200, "{}", response.text());
-    assert!(response.text().contains("\"HTTP_HOST\": \"other.example\""), "{}", response.text());
+    assert!(
+        response.text().contains("\"HTTP_HOST\": \"other.example\""),
+        "{}",
+        response.text()
+    );
     // Under a mount, any method is the app's.
     let response = server.request("FROBNICATE", "/app/x", &[], b"");
     assert_eq!(response.status, 200, "{}", response.text());

@@ -66,8 +66,8 @@ pub async fn handle(
             response
         }
         None => match route(&state, &conn, request, started).await {
-            Routed::App(response) => response,
-            Routed::Server(response, request) => {
+            (response, None) => response,
+            (response, Some(request)) => {
                 record(&state, &conn, &request, &response, started);
                 response
             }
@@ -77,16 +77,13 @@ pub async fn handle(
     Ok(response)
 }
 
-/// Where a request ended up.
-enum Routed {
-    /// An app answered (and logged) it.
-    App(Response<Body>),
-    /// The server answered it; the request, for the log.
-    Server(Response<Body>, Request<()>),
-}
+/// Where a request ended up: the response, and the request when the
+/// server answered it itself (to be logged; an app's answer is logged by
+/// the app gateway).
+type Routed = (Response<Body>, Option<Request<()>>);
 
 async fn route(state: &Arc<ServerState>, conn: &Connection, request: Request<Incoming>, started: Instant) -> Routed {
-    let server = |response, request: Request<Incoming>| Routed::Server(response, request.map(|_| ()));
+    let server = |response, request: Request<Incoming>| (response, Some(request.map(|_| ())));
     let method = request.method().clone();
     let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target_len as u64 > state.limits.max_uri_length.0 {
@@ -145,7 +142,7 @@ async fn route(state: &Arc<ServerState>, conn: &Connection, request: Request<Inc
                     verdicts: conn.verdicts.clone(),
                     started,
                 };
-                return Routed::App(app_gateway::serve(call, request).await);
+                return (app_gateway::serve(call, request).await, None);
             }
         },
     };

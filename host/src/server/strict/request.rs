@@ -13,11 +13,12 @@
 //! | the target holds only URI characters, and `%` is always followed by two hex digits | 400 | 3986 §2, §3.3–3.4 |
 //! | Transfer-Encoding is exactly `chunked` once | 400 (twice), 501 (other codings) | 9112 §6.1, §7 |
 //! | Expect, if present, is `100-continue` | 417 | 9110 §10.1.1 |
+//! | Connection is a list of tokens (else its `close` may go unseen) | 400 | 9110 §7.6.1 |
 //!
 //! The decoded path is checked where it is decoded (`server::handle`): it
 //! must be UTF-8 without NUL or other control characters (400).
 
-use hyper::header::{EXPECT, HOST, TRANSFER_ENCODING};
+use hyper::header::{CONNECTION, EXPECT, HOST, TRANSFER_ENCODING};
 use hyper::{Method, Request, Version};
 
 use crate::exchange::Refusal;
@@ -46,6 +47,7 @@ pub fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
     check_host(request)?;
     check_target(request)?;
     check_transfer_encoding(request)?;
+    check_connection(request)?;
     if let Some(expect) = request.headers().get(EXPECT) {
         if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
             return Err(refusal(
@@ -229,6 +231,25 @@ fn check_target<B>(request: &Request<B>) -> Result<(), Refusal> {
     Ok(())
 }
 
+fn check_connection<B>(request: &Request<B>) -> Result<(), Refusal> {
+    for value in request.headers().get_all(CONNECTION) {
+        let tokens = value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .all(|option| option.iter().all(|b| is_tchar(*b)));
+        if !tokens {
+            return Err(refusal(400, "the Connection header is not a list of tokens"));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 fn check_transfer_encoding<B>(request: &Request<B>) -> Result<(), Refusal> {
     let mut codings = Vec::new();
     for value in request.headers().get_all(TRANSFER_ENCODING) {
@@ -337,5 +358,7 @@ mod tests {
         );
         assert_eq!(request("POST /", &[host, ("Expect", "100-continue")]), Ok(()));
         assert_eq!(request("POST /", &[host, ("Expect", "teapot")]), Err(417));
+        assert_eq!(request("GET /", &[host, ("Connection", "close, keep-alive")]), Ok(()));
+        assert_eq!(request("GET /", &[host, ("Connection", "close, a b")]), Err(400));
     }
 }
