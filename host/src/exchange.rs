@@ -45,6 +45,11 @@ pub trait ResponseSink {
     /// The response about to be sent refuses the request (its body broke a
     /// rule): the transport may have to close the connection after it.
     fn refused(&mut self, _refusal: &Refusal) {}
+    /// Whether a send failed because the client closed its connection: the
+    /// failure is then the client's, not the app's.
+    fn client_gone(&self) -> bool {
+        false
+    }
     /// The app failed after the head was sent: the response must not look
     /// complete (e.g. close the connection).
     fn abort(&mut self);
@@ -81,8 +86,6 @@ pub struct Summary {
     pub status: Option<u16>,
     /// Body bytes handed to the sink.
     pub bytes: u64,
-    /// What went wrong, if anything (already logged).
-    pub error: Option<String>,
 }
 
 /// One exchange: owns the head state, the sink and the request body.
@@ -178,6 +181,12 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
                 self.sink.borrow_mut().refused(&refusal);
                 self.refuse(refusal);
             }
+            (None, Err(problem)) if self.sink.borrow().client_gone() => {
+                // Routine for clients that hang up mid-response: not the
+                // app's failure, and not worth an error line per request.
+                log::debug!("{}: {problem}", context());
+                self.sink.borrow_mut().abort();
+            }
             (None, Err(problem)) => {
                 log::error!("{}: {problem}", context());
                 self.refuse(Refusal {
@@ -185,7 +194,6 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
                     reason: "Internal Server Error",
                     detail: "the app failed; the server log says why".to_owned(),
                 });
-                self.summary.borrow_mut().error = Some(problem);
             }
             (None, Ok(())) => {}
         }

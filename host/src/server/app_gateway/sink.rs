@@ -49,6 +49,8 @@ pub struct HttpSink {
     remaining: Option<u64>,
     /// The response refuses the request: close the connection after it.
     close: bool,
+    /// A send failed because the connection is gone.
+    gone: bool,
     /// How a blocking thread waits for a slow client.
     client: ClientWait,
 }
@@ -74,6 +76,7 @@ impl HttpSink {
             streamed: false,
             remaining: None,
             close: false,
+            gone: false,
             client: ClientWait {
                 handle: Handle::current(),
                 clock,
@@ -109,7 +112,7 @@ impl HttpSink {
                 .take()
                 .ok_or("response head sent twice")?
                 .send(response)
-                .map_err(|_| CLIENT_GONE.to_owned()),
+                .map_err(|_| self.went_away()),
             Delivery::Held(Some(_)) => Err("response head sent twice".to_owned()),
         }
     }
@@ -138,6 +141,12 @@ impl HttpSink {
         Answer::Later(response_rx)
     }
 
+    /// Notes that the connection is gone; the error to return.
+    fn went_away(&mut self) -> String {
+        self.gone = true;
+        CLIENT_GONE.to_owned()
+    }
+
     /// Cuts `bytes` to what the app's Content-Length still allows.
     fn cut(&mut self, mut bytes: Bytes) -> Bytes {
         if let Some(remaining) = self.remaining.as_mut() {
@@ -153,7 +162,7 @@ impl HttpSink {
                 let ClientWait { handle, clock, idle } = &self.client;
                 match clock.waiting(|| handle.block_on(tokio::time::timeout(*idle, tx.send(frame)))) {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(CLIENT_GONE.to_owned()),
+                    Ok(Err(_)) => Err(self.went_away()),
                     Err(_) => Err(format!(
                         "the client took no response bytes for {} (server option --body-timeout)",
                         crate::config::Seconds(*idle)
@@ -205,6 +214,10 @@ impl ResponseSink for HttpSink {
 
     fn refused(&mut self, _: &Refusal) {
         self.close = true;
+    }
+
+    fn client_gone(&self) -> bool {
+        self.gone
     }
 
     fn abort(&mut self) {

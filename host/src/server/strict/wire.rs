@@ -160,13 +160,14 @@ enum Chunk {
     SizeStart,
     /// More hex digits, whitespace before `;`, `;`, or CR.
     Size,
-    /// Whitespace after the size: only `;` may follow.
-    SizeWs,
+    /// Whitespace after the size or a value: only `;` may follow (the
+    /// grammar has no whitespace before the CRLF).
+    Bws,
     /// After `;`: whitespace, then an extension name.
     NameStart,
     /// In an extension name.
     Name,
-    /// Whitespace after a name: `=`, `;` or CR.
+    /// Whitespace after a name: `=` or `;`.
     NameEnd,
     /// After `=`: whitespace, then a token or a quoted string.
     ValueStart,
@@ -176,7 +177,7 @@ enum Chunk {
     Quoted,
     /// After a backslash in a quoted string.
     QuotedPair,
-    /// After a value: whitespace, `;` or CR.
+    /// After a quoted value: whitespace, `;` or CR.
     ValueEnd,
     /// The LF ending a chunk-size line.
     SizeLf,
@@ -413,10 +414,9 @@ impl Scanner {
                 Size
             }
             SizeStart => return bad("a chunk-size must start with a hex digit"),
-            Size if is_ws => SizeWs,
-            Size | SizeWs | Name | NameEnd | ValueEnd if byte == b';' => NameStart,
-            SizeWs if is_ws => SizeWs,
-            Size | Name | NameEnd | Token | ValueEnd if byte == b'\r' => SizeLf,
+            Size | Token | ValueEnd | Bws if is_ws => Bws,
+            Size | Bws | Name | NameEnd | Token | ValueEnd if byte == b';' => NameStart,
+            Size | Name | Token | ValueEnd if byte == b'\r' => SizeLf,
             NameStart if is_ws => NameStart,
             NameStart | Name if is_tchar(byte) => Name,
             Name if is_ws => NameEnd,
@@ -425,12 +425,9 @@ impl Scanner {
             ValueStart if is_ws => ValueStart,
             ValueStart if byte == b'"' => Quoted,
             ValueStart | Token if is_tchar(byte) => Token,
-            Token if is_ws => ValueEnd,
-            Token if byte == b';' => NameStart,
             Quoted if byte == b'"' => ValueEnd,
             Quoted if byte == b'\\' => QuotedPair,
             Quoted | QuotedPair if is_ws || (0x21..=0x7e).contains(&byte) || byte >= 0x80 => Quoted,
-            ValueEnd if is_ws => ValueEnd,
             SizeLf if byte == b'\n' => return self.chunk_line_done(),
             DataCr if byte == b'\r' => DataLf,
             DataLf if byte == b'\n' => SizeStart,

@@ -98,6 +98,12 @@ fn chunked_rules_fail_the_body() {
         "5;a=\"b\r\nhello\r\n0\r\n\r\n",
         "5;a=b c\r\nhello\r\n0\r\n\r\n",
         "5;a=\0\r\nhello\r\n0\r\n\r\n",
+        // No whitespace before the CRLF, after a name or either kind of value
+        // (a fuzzer finding: `5;foo="bar baz" ` reached the app).
+        "5;a \r\nhello\r\n0\r\n\r\n",
+        "5;a=b \r\nhello\r\n0\r\n\r\n",
+        "5;foo=\"bar baz\" \r\nhello\r\n0\r\n\r\n",
+        "5;a=\"b\"\t\r\nhello\r\n0\r\n\r\n",
         "100000000000000000000\r\n",
         "10000000000000000\r\n",
         "0\r\n\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
