@@ -22,7 +22,6 @@ use super::router::Route;
 use super::strict::request::SERVER_METHODS;
 use super::strict::wire::Verdicts;
 use super::{responses, static_files, strict, ServerState};
-use crate::exchange::Refusal;
 
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
@@ -97,15 +96,9 @@ async fn route(state: &Arc<ServerState>, conn: &Connection, request: Request<Inc
     if request.uri().path() == "*" {
         return server(responses::allow(StatusCode::NO_CONTENT, SERVER_METHODS), request);
     }
-    let path = match percent_encoding::percent_decode_str(request.uri().path()).decode_utf8() {
-        Ok(path) if !path.bytes().any(|b| b.is_ascii_control()) => path,
-        Ok(_) => {
-            return server(
-                bad_path("the path has a control character (e.g. %00) after percent-decoding"),
-                request,
-            )
-        }
-        Err(_) => return server(bad_path("the path is not valid UTF-8 after percent-decoding"), request),
+    let path = match strict::request::decoded_path(request.uri().path()) {
+        Ok(path) => path,
+        Err(refusal) => return server(responses::refusal(&refusal), request),
     };
     let response = match state.router.route(&method, &path) {
         Route::File(file) => static_files::serve_file(&method, request.headers(), &file).await,
@@ -150,14 +143,6 @@ async fn route(state: &Arc<ServerState>, conn: &Connection, request: Request<Inc
 }
 
 /// A 400 for a path that decodes to something no route may see.
-fn bad_path(detail: &str) -> Response<Body> {
-    responses::refusal(&Refusal {
-        status: 400,
-        reason: "Bad Request",
-        detail: detail.to_owned(),
-    })
-}
-
 /// RFC 9110's methods and PATCH: the others get 501 where no app takes them.
 const STANDARD_METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"];
 

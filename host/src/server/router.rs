@@ -115,4 +115,25 @@ mod tests {
         assert_eq!(script_name("/"), "");
         assert_eq!(script_name("/time"), "/time");
     }
+
+    proptest::proptest! {
+        /// `SCRIPT_NAME + PATH_INFO` is the path, and a mount takes a path
+        /// exactly when the path is the prefix or goes on below it.
+        #[test]
+        fn script_name_and_path_info_rebuild_the_path(
+            prefix in "(/[a-c]{1,3}){0,2}",
+            path in "(/[a-c]{0,3}){0,4}/?",
+        ) {
+            let prefix = if prefix.is_empty() { "/".to_owned() } else { prefix };
+            let below = path == prefix || path.starts_with(&format!("{prefix}/")) || prefix == "/";
+            match strip_mount(&prefix, &path) {
+                Some(path_info) => {
+                    proptest::prop_assert!(below);
+                    proptest::prop_assert_eq!(format!("{}{path_info}", script_name(&prefix)), path.clone());
+                    proptest::prop_assert!(path_info.is_empty() || path_info.starts_with('/'));
+                }
+                None => proptest::prop_assert!(!below, "{} not under {}", path, prefix),
+            }
+        }
+    }
 }

@@ -140,7 +140,8 @@ impl StaticSite {
             return Lookup::Missing;
         }
         let (file, meta) = match std::fs::metadata(&real) {
-            Ok(meta) if meta.is_file() => (real, meta),
+            // `/a.txt/` names a folder that is not there.
+            Ok(meta) if meta.is_file() && !path.ends_with('/') => (real, meta),
             Ok(meta) if meta.is_dir() && !path.ends_with('/') => return Lookup::AddSlash,
             Ok(meta) if meta.is_dir() => match std::fs::metadata(real.join("index.html")) {
                 Ok(index) if index.is_file() => (real.join("index.html"), index),
@@ -377,9 +378,107 @@ mod tests {
         assert!(matches!(site.lookup("/a.txt"), Lookup::File(..)));
         assert!(matches!(site.lookup("/sub"), Lookup::AddSlash));
         assert!(matches!(site.lookup("/sub/"), Lookup::File(..)));
-        for bad in ["/../etc/passwd", "/sub/../../x", "/a.txt\0", "/..\\a.txt", "/nope"] {
+        for bad in [
+            "/../etc/passwd",
+            "/sub/../../x",
+            "/a.txt\0",
+            "/..\\a.txt",
+            "/nope",
+            "/a.txt/",
+        ] {
             assert!(matches!(site.lookup(bad), Lookup::Missing), "{bad}");
         }
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A site for the property below: `a.txt`, `sub/` with `index.html` and
+    /// `b.txt`, `empty/`, `in` → `sub` (a link inside), `up` → a folder
+    /// outside holding `secret.txt`.
+    struct Tree {
+        base: PathBuf,
+        site: StaticSite,
+    }
+
+    impl Tree {
+        fn new() -> Tree {
+            let base = std::env::temp_dir().join(format!("static-tree-{}", std::process::id()));
+            let root = base.join("root");
+            std::fs::create_dir_all(root.join("sub")).unwrap();
+            std::fs::create_dir_all(root.join("empty")).unwrap();
+            std::fs::create_dir_all(base.join("outside")).unwrap();
+            for file in [
+                "root/a.txt",
+                "root/sub/index.html",
+                "root/sub/b.txt",
+                "outside/secret.txt",
+            ] {
+                std::fs::write(base.join(file), file).unwrap();
+            }
+            std::os::unix::fs::symlink("sub", root.join("in")).unwrap();
+            std::os::unix::fs::symlink("../outside", root.join("up")).unwrap();
+            let site = StaticSite::new(&root).unwrap();
+            Tree { base, site }
+        }
+
+        /// What `path` should be, from the layout above alone: the file's
+        /// name relative to the root, "/" to redirect, "" for missing.
+        fn expected(path: &str) -> String {
+            if path.contains(['\\', '\0']) {
+                return String::new();
+            }
+            let mut at = String::new(); // "" is the root, else "a.txt", "sub", …
+            for segment in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+                at = match (at.as_str(), segment) {
+                    ("", "a.txt" | "sub" | "empty") => segment.to_owned(),
+                    ("", "in") => "sub".to_owned(),
+                    ("sub", "index.html" | "b.txt") => format!("sub/{segment}"),
+                    _ => return String::new(), // `..`, `up`, or nothing there
+                };
+            }
+            let is_folder = matches!(at.as_str(), "" | "sub" | "empty");
+            match (is_folder, path.ends_with('/')) {
+                (false, false) => at,
+                (false, true) => String::new(), // a file named as a folder
+                (true, false) => "/".to_owned(),
+                (true, true) if at == "sub" => "sub/index.html".to_owned(),
+                (true, true) => String::new(), // the root and empty/ have no index.html
+            }
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.base);
+        }
+    }
+
+    proptest::proptest! {
+        /// Any path built from the names in the tree, dot segments, empty
+        /// segments and backslashes resolves to what the layout says, and
+        /// never to a file outside the root.
+        #[test]
+        fn lookups_resolve_as_the_layout_says(
+            segments in proptest::collection::vec(
+                proptest::sample::select(vec!["a.txt", "sub", "empty", "in", "up", "index.html", "b.txt",
+                                              "secret.txt", "..", ".", "", "x\\y", "nope"]),
+                0..6,
+            ),
+            slash in proptest::bool::ANY,
+        ) {
+            thread_local!(static TREE: Tree = Tree::new());
+            let path = format!("/{}{}", segments.join("/"), if slash { "/" } else { "" });
+            TREE.with(|tree| {
+                let got = match tree.site.lookup(&path) {
+                    Lookup::File(file) => {
+                        proptest::prop_assert!(file.path.starts_with(&tree.site.root), "{path} left the root");
+                        file.path.strip_prefix(&tree.site.root).unwrap().to_string_lossy().into_owned()
+                    }
+                    Lookup::AddSlash => "/".to_owned(),
+                    Lookup::Missing => String::new(),
+                };
+                proptest::prop_assert_eq!(got, Tree::expected(&path), "{}", path);
+                Ok(())
+            })?;
+        }
     }
 }

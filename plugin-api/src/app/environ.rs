@@ -97,12 +97,15 @@ impl<'a> Environ<'a> {
 
     /// Looks a variable up by its WSGI name: `REQUEST_METHOD`, `PATH_INFO`,
     /// `HTTP_USER_AGENT`, `wsgi.url_scheme`, … Repeated headers are joined
-    /// with `", "` as CGI does.
+    /// with `", "` as CGI does. A header whose name has an `_` has no
+    /// `HTTP_*` key (it would pass for the one spelled with `-`, e.g. a
+    /// client's `X_Forwarded_For` for a proxy's `X-Forwarded-For`; nginx and
+    /// gunicorn drop it too); [`headers`](Self::headers) still shows it.
     pub fn get(&self, key: &str) -> Option<Cow<'a, str>> {
         if let Some(header_key) = key.strip_prefix("HTTP_") {
             let mut values = self
                 .headers()
-                .filter(|(name, _)| !is_cgi_header(name) && header_matches(name, header_key))
+                .filter(|(name, _)| has_http_key(name) && header_matches(name, header_key))
                 .map(|(_, value)| value);
             return join_values(values.next()?, values);
         }
@@ -156,7 +159,7 @@ impl<'a> Environ<'a> {
             .collect();
         for (index, (name, _)) in self.headers().enumerate() {
             let first = self.headers().position(|(n, _)| n.eq_ignore_ascii_case(name)) == Some(index);
-            if first && !is_cgi_header(name) {
+            if first && has_http_key(name) {
                 let key = http_key(name);
                 let value = self.get(&key).unwrap_or_default();
                 vars.push((Cow::Owned(key), value));
@@ -192,6 +195,12 @@ fn bool_str(value: bool) -> &'static str {
 /// `Content-Type` and `Content-Length` are `CONTENT_*`, never `HTTP_*`.
 fn is_cgi_header(name: &str) -> bool {
     name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("content-length")
+}
+
+/// Whether header `name` is an `HTTP_*` variable: not `CONTENT_*`, and
+/// without `_` (see [`Environ::get`]).
+fn has_http_key(name: &str) -> bool {
+    !is_cgi_header(name) && !name.contains('_')
 }
 
 /// Whether header `name` is the one CGI calls `HTTP_{key}`.
@@ -277,6 +286,9 @@ impl Drop for ErrorStream {
 
 #[cfg(test)]
 mod tests {
+    use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RString};
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -292,5 +304,102 @@ mod tests {
         let joined = join_values("a", ["b", "c"].into_iter()).unwrap();
         assert_eq!(joined, "a, b, c");
         assert!(matches!(join_values("a", std::iter::empty()), Some(Cow::Borrowed("a"))));
+    }
+
+    /// A gateway for environs that are only read.
+    struct NoGateway;
+
+    impl Gateway for NoGateway {
+        fn start_response(
+            &self,
+            _: RStr<'_>,
+            _: RSlice<'_, RawHeader<'_>>,
+            _: ROption<RStr<'_>>,
+        ) -> RResult<(), RString> {
+            RErr(RString::from("read-only"))
+        }
+        fn write(&self, _: RSlice<'_, u8>) -> RResult<(), RString> {
+            RErr(RString::from("read-only"))
+        }
+        fn read_input(&self, _: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+            ROk(0)
+        }
+    }
+
+    /// Runs `f` on an environ with `headers`.
+    fn with_headers<R>(headers: &[(String, String)], f: impl FnOnce(&Environ<'_>) -> R) -> R {
+        let raw_headers: Vec<RawHeader<'_>> = headers
+            .iter()
+            .map(|(name, value)| RawHeader {
+                name: name.as_str().into(),
+                value: value.as_str().into(),
+            })
+            .collect();
+        let raw = RawEnviron {
+            request_method: "GET".into(),
+            script_name: "".into(),
+            path_info: "/".into(),
+            query_string: "".into(),
+            server_name: "localhost".into(),
+            server_port: "80".into(),
+            server_protocol: "HTTP/1.1".into(),
+            remote_addr: "127.0.0.1".into(),
+            remote_port: "1".into(),
+            url_scheme: "http".into(),
+            headers: raw_headers.as_slice().into(),
+            multithread: true,
+            multiprocess: false,
+            run_once: false,
+            #[cfg(feature = "fixture-layout-change")]
+            layout_change: 0,
+        };
+        f(&Environ::new(&raw, &NoGateway))
+    }
+
+    /// Header names as they arrive (lower case tokens), drawn from a small
+    /// alphabet so that repeats, `-`/`_` look-alikes and the CGI names come
+    /// up often.
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("content-type".to_owned()),
+            Just("content-length".to_owned()),
+            "[a-c][a-c_-]{0,3}",
+        ]
+    }
+
+    proptest! {
+        /// Every `HTTP_*` variable is exactly the values of the headers
+        /// that name it, `-` as `_`, joined in order; names with `_`,
+        /// `Content-Type` and `Content-Length` have none; `vars()` lists
+        /// each variable once, with the value `get` gives.
+        #[test]
+        fn http_variables_are_the_headers_that_name_them(
+            headers in proptest::collection::vec((header_name(), "[ -~]{0,8}"), 0..12)
+        ) {
+            with_headers(&headers, |environ| {
+                let vars = environ.vars();
+                let mut seen = std::collections::HashSet::new();
+                for (key, value) in &vars {
+                    prop_assert!(seen.insert(key.clone()), "{key} listed twice");
+                    prop_assert_eq!(environ.get(key), Some(value.clone()));
+                }
+                for (name, _) in &headers {
+                    let key = http_key(name);
+                    let expected: Vec<&str> = headers
+                        .iter()
+                        .filter(|(n, _)| !n.contains('_') && !is_cgi_header(n) && http_key(n) == key)
+                        .map(|(_, v)| v.as_str())
+                        .collect();
+                    let expected = (!expected.is_empty()).then(|| expected.join(", "));
+                    prop_assert_eq!(environ.get(&key).map(Cow::into_owned), expected.clone());
+                    prop_assert_eq!(seen.contains(key.as_str()), expected.is_some());
+                }
+                let first = |wanted: &str| headers.iter().find(|(n, _)| n == wanted).map(|(_, v)| Cow::Borrowed(v.as_str()));
+                prop_assert_eq!(environ.get("CONTENT_TYPE"), first("content-type"));
+                prop_assert_eq!(environ.get("CONTENT_LENGTH"), first("content-length"));
+                prop_assert!(environ.get("HTTP_CONTENT_TYPE").is_none());
+                Ok(())
+            })?;
+        }
     }
 }

@@ -15,8 +15,10 @@
 //! | Expect, if present, is `100-continue` | 417 | 9110 §10.1.1 |
 //! | Connection is a list of tokens (else its `close` may go unseen) | 400 | 9110 §7.6.1 |
 //!
-//! The decoded path is checked where it is decoded (`server::handle`): it
-//! must be UTF-8 without NUL or other control characters (400).
+//! The path is percent-decoded by [`decoded_path`], which refuses one that
+//! is not UTF-8 or has NUL or another control character (400).
+
+use std::borrow::Cow;
 
 use hyper::header::{CONNECTION, EXPECT, HOST, TRANSFER_ENCODING};
 use hyper::{Method, Request, Version};
@@ -38,6 +40,19 @@ fn refusal(status: u16, detail: impl Into<String>) -> Refusal {
         status,
         reason,
         detail: detail.into(),
+    }
+}
+
+/// The request path percent-decoded, as routing and `PATH_INFO` see it:
+/// UTF-8 without control characters, or a 400.
+pub fn decoded_path(raw: &str) -> Result<Cow<'_, str>, Refusal> {
+    match percent_encoding::percent_decode_str(raw).decode_utf8() {
+        Ok(path) if !path.chars().any(char::is_control) => Ok(path),
+        Ok(_) => Err(refusal(
+            400,
+            "the path has a control character (e.g. %00) after percent-decoding",
+        )),
+        Err(_) => Err(refusal(400, "the path is not valid UTF-8 after percent-decoding")),
     }
 }
 
@@ -276,7 +291,45 @@ fn check_transfer_encoding<B>(request: &Request<B>) -> Result<(), Refusal> {
 
 #[cfg(test)]
 mod tests {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Decoding gives back any text without control characters, however
+        /// much of it was percent-encoded.
+        #[test]
+        fn decoding_inverts_encoding(text in "/[^\\p{Cc}]{0,24}", encode_all in any::<bool>()) {
+            let raw = if encode_all {
+                utf8_percent_encode(&text, NON_ALPHANUMERIC).to_string()
+            } else {
+                text.replace('%', "%25")
+            };
+            prop_assert_eq!(decoded_path(&raw).map_err(|r| r.status), Ok(Cow::Borrowed(text.as_str())));
+        }
+
+        /// A control character, raw or encoded, anywhere: 400.
+        #[test]
+        fn control_characters_are_refused(
+            text in "/[a-z/]{0,8}",
+            control in prop_oneof![0u32..0x20, Just(0x7f), 0x80u32..0xa0],
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut text = text;
+            text.insert(at.index(text.len() + 1).max(1), char::from_u32(control).unwrap());
+            let encoded = utf8_percent_encode(&text, NON_ALPHANUMERIC).to_string();
+            prop_assert_eq!(decoded_path(&encoded).map_err(|r| r.status), Err(400));
+        }
+
+        /// Bytes that are not UTF-8, percent-encoded: 400.
+        #[test]
+        fn bytes_that_are_not_utf8_are_refused(bytes in prop::collection::vec(any::<u8>(), 1..16)) {
+            prop_assume!(std::str::from_utf8(&bytes).is_err());
+            let encoded: String = bytes.iter().map(|b| format!("/%{b:02X}")).collect();
+            prop_assert_eq!(decoded_path(&encoded).map_err(|r| r.status), Err(400));
+        }
+    }
 
     fn request(line: &str, headers: &[(&str, &str)]) -> Result<(), u16> {
         let (method, target) = line.split_once(' ').unwrap();
