@@ -53,6 +53,7 @@ pub mod abi;
 pub mod app;
 mod export;
 pub mod host;
+mod host_log;
 mod runtime;
 
 pub use app::{App, AppError, AppOutput, Body, Environ, ErrorStream, Input, ResponseError, StartResponse, Writer};

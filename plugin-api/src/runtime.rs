@@ -10,13 +10,11 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSome, RStr, RString, RVec};
+use abi_stable::std_types::{RErr, RNone, ROk, ROption, RResult, RSome, RString, RVec};
 
 use crate::abi::{BodyStream, BodyStream_TO, GatewayRef, HostServices, RawBody, RawEnviron, RawOutcome};
 use crate::app::{App, BodyKind, Environ, StartResponse};
-
-/// The host's services, set by the first app of this library to be initialised.
-static HOST: OnceLock<HostServices> = OnceLock::new();
+use crate::host_log;
 
 thread_local! {
     /// The message of the last panic on this thread, kept by our panic hook
@@ -44,9 +42,7 @@ impl Default for AppSlot {
 
 /// `AppModule::init`: hooks logging and panics to the host, then builds the app.
 pub fn init(slot: &AppSlot, make: fn() -> Box<dyn App>, host: HostServices) -> RResult<(), RString> {
-    let host = *HOST.get_or_init(|| host);
-    if log::set_logger(&HostLogger).is_ok() {
-        log::set_max_level(level_filter(host.max_level));
+    if host_log::install(host) {
         panic::set_hook(Box::new(|info| {
             LAST_PANIC.with(|last| *last.borrow_mut() = Some(info.to_string().replace('\n', " ")));
         }));
@@ -146,33 +142,4 @@ impl Drop for StreamAdapter {
     fn drop(&mut self) {
         let _ = self.drop_chunks();
     }
-}
-
-/// Sends one log line to the host, if it has registered its logger.
-pub(crate) fn host_log(level: log::Level, target: &str, message: &str) {
-    if let Some(host) = HOST.get() {
-        (host.log)(level as u8, RStr::from(target), RStr::from(message));
-    }
-}
-
-fn level_filter(raw: u8) -> log::LevelFilter {
-    log::LevelFilter::iter()
-        .nth(raw as usize)
-        .unwrap_or(log::LevelFilter::Trace)
-}
-
-/// The plugin's `log` logger: everything goes to the host's.
-struct HostLogger;
-
-impl log::Log for HostLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        HOST.get()
-            .is_some_and(|host| (metadata.level() as u8) <= host.max_level)
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            host_log(record.level(), record.target(), &record.args().to_string());
-        }
-    }
-    fn flush(&self) {}
 }

@@ -21,7 +21,7 @@ use super::connection::ConnInfo;
 use super::router::Route;
 use super::strict::request::SERVER_METHODS;
 use super::strict::wire::Verdicts;
-use super::{responses, static_files, strict, ServerState};
+use super::{responses, static_site, strict, ServerState};
 
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
@@ -101,7 +101,7 @@ async fn route(state: &Arc<ServerState>, conn: &Connection, request: Request<Inc
         Err(refusal) => return server(responses::refusal(&refusal), request),
     };
     let response = match state.router.route(&method, &path) {
-        Route::File(file) => static_files::serve_file(&method, request.headers(), &file).await,
+        Route::File(file) => static_site::serve_file(&method, request.headers(), &file).await,
         Route::AddSlash => {
             // One leading slash: "//name/" would send the browser to another host.
             let path = request.uri().path().trim_start_matches('/');

@@ -4,7 +4,7 @@
 //! - [`handler`]: one request, from the strict checks to its response.
 //! - [`strict`]: the HTTP rules hyper leaves to the application.
 //! - [`router`]: the seeds' routing rule and mounts.
-//! - [`static_files`]: the static site; [`site_cache`] keeps its lookups.
+//! - [`static_site`]: the static site, its lookups and file responses.
 //! - [`app_gateway`]: apps over HTTP; [`call_policy`] decides where a
 //!   call runs, [`stuck_calls`] notices inline calls past the timeout.
 //! - [`access_log`], [`body`], [`responses`]: what every response needs.
@@ -23,9 +23,8 @@ pub mod memory;
 pub mod quarantined;
 pub mod responses;
 pub mod router;
-pub mod site_cache;
 pub mod startup;
-pub mod static_files;
+pub mod static_site;
 pub mod strict;
 pub mod stuck_calls;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use hyper::Method;
 
 use super::call_policy::CallPolicy;
-use super::static_files::{Lookup, StaticFile, StaticSite};
+use super::static_site::{Lookup, StaticFile, StaticSite};
 use crate::loader::LoadedApp;
 
 /// An app at a URL prefix.

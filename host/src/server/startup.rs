@@ -12,7 +12,7 @@ use super::access_log::AccessLog;
 use super::app_gateway::threads::AppThreads;
 use super::connection::{inherited_sockets, Listener};
 use super::router::{MountedApp, Router};
-use super::static_files::StaticSite;
+use super::static_site::StaticSite;
 use super::{OnStuck, ServerState};
 use crate::app_spec::LibraryRef;
 use crate::config::{default_workers, Options};

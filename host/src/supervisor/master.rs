@@ -28,7 +28,7 @@ use crate::config::{BindAddr, Options};
 use crate::error::Failure;
 use crate::inflight::Board;
 use crate::server::connection::{bind_socket, inherited_sockets, socket_url};
-use crate::server::static_files::StaticSite;
+use crate::server::static_site::StaticSite;
 use crate::signals::{Event as Signal, Signals};
 
 /// Slots of a worker's in-flight board: one per thread that may be inside

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::io;
 
 use crate::abi::{Gateway, RawEnviron, RawHeader};
-use crate::runtime;
+use crate::host_log;
 
 /// The request environment handed to an app: PEP 3333's `environ`.
 ///
@@ -255,7 +255,7 @@ pub struct ErrorStream {
 impl ErrorStream {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        runtime::host_log(log::Level::Error, "wsgi.errors", text.trim_end_matches(['\r', '\n']));
+        host_log::emit(log::Level::Error, "wsgi.errors", text.trim_end_matches(['\r', '\n']));
         self.line.clear();
     }
 }

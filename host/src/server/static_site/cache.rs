@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use super::static_files::{Lookup, StaticFile};
+use super::{Lookup, StaticFile};
 
 /// How long a lookup is trusted without looking at the disk: a changed
 /// file is served at most this late.

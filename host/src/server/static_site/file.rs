@@ -1,0 +1,90 @@
+//! [`StaticFile`]: a file of the site as found on disk, with what serving
+//! it needs (validators, Content-Type) and, when small, its bytes.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use hyper::header::HeaderValue;
+
+/// Files up to this size are read in one go (and kept in the cache);
+/// larger ones are streamed.
+pub const WHOLE_FILE_LIMIT: u64 = 1 << 20;
+
+/// A file of the site as found on disk: its validators, type and (when
+/// small) its bytes.
+#[derive(Debug)]
+pub struct StaticFile {
+    pub(super) path: PathBuf,
+    pub(super) len: u64,
+    pub(super) modified: SystemTime,
+    /// Device, inode, size and mtime: a change to any means a new file.
+    pub(super) identity: (u64, u64, u64, i64, i64),
+    pub(super) etag: HeaderValue,
+    pub(super) last_modified: HeaderValue,
+    pub(super) content_type: HeaderValue,
+    /// The whole file, when it is at most [`WHOLE_FILE_LIMIT`].
+    pub(super) content: Option<Bytes>,
+}
+
+impl StaticFile {
+    /// Reads what serving `path` needs; the bytes of a small file are read
+    /// unless `previous` is the same file with its bytes already in hand.
+    pub(super) fn open(
+        path: PathBuf,
+        meta: &std::fs::Metadata,
+        previous: Option<&StaticFile>,
+    ) -> io::Result<StaticFile> {
+        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+        let identity = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        let content = match previous.filter(|p| p.identity == identity && p.path == path) {
+            Some(previous) => previous.content.clone(),
+            None if meta.len() <= WHOLE_FILE_LIMIT => Some(read_exact_at(&File::open(&path)?, 0, meta.len() as usize)?),
+            None => None,
+        };
+        let secs = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(StaticFile {
+            etag: header_value(&format!("\"{secs:x}-{:x}\"", meta.len())),
+            last_modified: header_value(&httpdate::fmt_http_date(modified)),
+            content_type: header_value(&content_type(&path)),
+            content,
+            path,
+            len: meta.len(),
+            modified,
+            identity,
+        })
+    }
+
+    /// Bytes held in memory for this file.
+    pub fn cached_bytes(&self) -> usize {
+        self.content.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// A header value from text we built (always valid; empty if not).
+pub(super) fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The Content-Type for `path`'s extension (UTF-8 for text).
+fn content_type(path: &Path) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let textual = mime.type_() == mime_guess::mime::TEXT
+        || mime.subtype() == mime_guess::mime::JAVASCRIPT
+        || mime.subtype() == mime_guess::mime::JSON;
+    if textual {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    }
+}
+
+/// `count` bytes of `file` from `offset`.
+pub(super) fn read_exact_at(file: &File, offset: u64, count: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(count);
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf.freeze())
+}

@@ -1,0 +1,249 @@
+//! The static site: request paths resolved safely under the root
+//! ([`StaticSite::lookup`]), and the files found there served with their
+//! validators and ranges ([`serve_file`]).
+//!
+//! - [`file`]: a file as found on disk (validators, type, small files' bytes);
+//! - [`cache`]: what paths resolved to, checked against the disk again
+//!   once a second old;
+//! - [`conditional`]: `If-None-Match` / `If-Modified-Since` (304) and
+//!   single byte ranges (206 / 416);
+//! - [`serve`]: the response, with large files streamed from a reader
+//!   thread.
+
+mod cache;
+mod conditional;
+mod file;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Response, StatusCode};
+
+use super::body::Body;
+use super::responses;
+use cache::SiteCache;
+pub use file::StaticFile;
+pub use serve::serve_file;
+
+/// A folder served as a web site.
+pub struct StaticSite {
+    root: PathBuf,
+    cache: SiteCache,
+}
+
+/// What a request path names in the site.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// A regular file inside the root.
+    File(Arc<StaticFile>),
+    /// A folder named without its trailing slash: redirect here.
+    AddSlash,
+    /// Nothing servable (missing, outside the root, or refused).
+    Missing,
+}
+
+impl StaticSite {
+    /// A site rooted at `root`, which must be an existing folder.
+    pub fn new(root: &Path) -> Result<Self, String> {
+        let root = root.canonicalize().map_err(|e| {
+            format!(
+                "static folder {} cannot be used: {e}; pass --static-dir DIR or --no-static",
+                root.display()
+            )
+        })?;
+        if !root.is_dir() {
+            return Err(format!(
+                "static folder {} is not a folder; pass --static-dir DIR",
+                root.display()
+            ));
+        }
+        Ok(StaticSite {
+            root,
+            cache: SiteCache::default(),
+        })
+    }
+
+    /// Resolves a percent-decoded request path, from the cache when it was
+    /// checked less than a second ago.
+    pub fn lookup(&self, path: &str) -> Lookup {
+        self.cache.get_or_resolve(path, |previous| self.resolve(path, previous))
+    }
+
+    /// Resolves a path on disk. `..` segments, backslashes, NUL and
+    /// symlinks leading out of the root never resolve.
+    fn resolve(&self, path: &str, previous: Option<&StaticFile>) -> Lookup {
+        if path.contains(['\\', '\0']) {
+            return Lookup::Missing;
+        }
+        let mut candidate = self.root.clone();
+        for segment in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            if segment == ".." {
+                return Lookup::Missing;
+            }
+            candidate.push(segment);
+        }
+        let Ok(real) = candidate.canonicalize() else {
+            return Lookup::Missing;
+        };
+        if !real.starts_with(&self.root) {
+            log::warn!(
+                "refused {path}: it leads outside the static folder (symlink to {})",
+                real.display()
+            );
+            return Lookup::Missing;
+        }
+        let (file, meta) = match std::fs::metadata(&real) {
+            // `/a.txt/` names a folder that is not there.
+            Ok(meta) if meta.is_file() && !path.ends_with('/') => (real, meta),
+            Ok(meta) if meta.is_dir() && !path.ends_with('/') => return Lookup::AddSlash,
+            Ok(meta) if meta.is_dir() => match std::fs::metadata(real.join("index.html")) {
+                Ok(index) if index.is_file() => (real.join("index.html"), index),
+                _ => return Lookup::Missing,
+            },
+            _ => return Lookup::Missing,
+        };
+        match StaticFile::open(file, &meta, previous) {
+            Ok(file) => Lookup::File(Arc::new(file)),
+            Err(e) => {
+                log::error!("cannot read static file {path}: {e}");
+                Lookup::Missing
+            }
+        }
+    }
+
+    /// The site's `404.html` with status 404 (a plain text one if absent).
+    pub async fn not_found(&self, method: &Method) -> Response<Body> {
+        let Lookup::File(page) = self.lookup("/404.html") else {
+            return responses::error(StatusCode::NOT_FOUND, "no such page");
+        };
+        let mut response = serve_file(method, &HeaderMap::new(), &page).await;
+        if response.status() == StatusCode::OK {
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            for validator in [header::ETAG, header::LAST_MODIFIED, header::ACCEPT_RANGES] {
+                response.headers_mut().remove(validator);
+            }
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_never_leave_the_root() {
+        let root = std::env::temp_dir().join(format!("static-site-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/index.html"), "x").unwrap();
+        std::fs::write(root.join("a.txt"), "x").unwrap();
+        let site = StaticSite::new(&root).unwrap();
+        assert!(matches!(site.lookup("/a.txt"), Lookup::File(..)));
+        assert!(matches!(site.lookup("/sub"), Lookup::AddSlash));
+        assert!(matches!(site.lookup("/sub/"), Lookup::File(..)));
+        for bad in [
+            "/../etc/passwd",
+            "/sub/../../x",
+            "/a.txt\0",
+            "/..\\a.txt",
+            "/nope",
+            "/a.txt/",
+        ] {
+            assert!(matches!(site.lookup(bad), Lookup::Missing), "{bad}");
+        }
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A site for the property below: `a.txt`, `sub/` with `index.html` and
+    /// `b.txt`, `empty/`, `in` → `sub` (a link inside), `up` → a folder
+    /// outside holding `secret.txt`.
+    struct Tree {
+        base: PathBuf,
+        site: StaticSite,
+    }
+
+    impl Tree {
+        fn new() -> Tree {
+            let base = std::env::temp_dir().join(format!("static-tree-{}", std::process::id()));
+            let root = base.join("root");
+            std::fs::create_dir_all(root.join("sub")).unwrap();
+            std::fs::create_dir_all(root.join("empty")).unwrap();
+            std::fs::create_dir_all(base.join("outside")).unwrap();
+            for file in [
+                "root/a.txt",
+                "root/sub/index.html",
+                "root/sub/b.txt",
+                "outside/secret.txt",
+            ] {
+                std::fs::write(base.join(file), file).unwrap();
+            }
+            std::os::unix::fs::symlink("sub", root.join("in")).unwrap();
+            std::os::unix::fs::symlink("../outside", root.join("up")).unwrap();
+            let site = StaticSite::new(&root).unwrap();
+            Tree { base, site }
+        }
+
+        /// What `path` should be, from the layout above alone: the file's
+        /// name relative to the root, "/" to redirect, "" for missing.
+        fn expected(path: &str) -> String {
+            if path.contains(['\\', '\0']) {
+                return String::new();
+            }
+            let mut at = String::new(); // "" is the root, else "a.txt", "sub", …
+            for segment in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+                at = match (at.as_str(), segment) {
+                    ("", "a.txt" | "sub" | "empty") => segment.to_owned(),
+                    ("", "in") => "sub".to_owned(),
+                    ("sub", "index.html" | "b.txt") => format!("sub/{segment}"),
+                    _ => return String::new(), // `..`, `up`, or nothing there
+                };
+            }
+            let is_folder = matches!(at.as_str(), "" | "sub" | "empty");
+            match (is_folder, path.ends_with('/')) {
+                (false, false) => at,
+                (false, true) => String::new(), // a file named as a folder
+                (true, false) => "/".to_owned(),
+                (true, true) if at == "sub" => "sub/index.html".to_owned(),
+                (true, true) => String::new(), // the root and empty/ have no index.html
+            }
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.base);
+        }
+    }
+
+    proptest::proptest! {
+        /// Any path built from the names in the tree, dot segments, empty
+        /// segments and backslashes resolves to what the layout says, and
+        /// never to a file outside the root.
+        #[test]
+        fn lookups_resolve_as_the_layout_says(
+            segments in proptest::collection::vec(
+                proptest::sample::select(vec!["a.txt", "sub", "empty", "in", "up", "index.html", "b.txt",
+                                              "secret.txt", "..", ".", "", "x\\y", "nope"]),
+                0..6,
+            ),
+            slash in proptest::bool::ANY,
+        ) {
+            thread_local!(static TREE: Tree = Tree::new());
+            let path = format!("/{}{}", segments.join("/"), if slash { "/" } else { "" });
+            TREE.with(|tree| {
+                let got = match tree.site.lookup(&path) {
+                    Lookup::File(file) => {
+                        proptest::prop_assert!(file.path.starts_with(&tree.site.root), "{path} left the root");
+                        file.path.strip_prefix(&tree.site.root).unwrap().to_string_lossy().into_owned()
+                    }
+                    Lookup::AddSlash => "/".to_owned(),
+                    Lookup::Missing => String::new(),
+                };
+                proptest::prop_assert_eq!(got, Tree::expected(&path), "{}", path);
+                Ok(())
+            })?;
+        }
+    }
+}
