@@ -16,7 +16,7 @@ use crate::config::{Options, Seconds};
 /// and a static site over HTTP.
 #[derive(Debug, Parser)]
 #[command(name = "host", version, args_conflicts_with_subcommands = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do; without one, serve.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -28,11 +28,12 @@ pub struct Cli {
 
 /// Subcommands besides serving.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Load and check an app in a throw-away process, print what was found, serve nothing.
     Check {
         /// The app, as LIB:SYMBOL.
         app: AppSpec,
+        /// Where a bare app name is looked for.
         #[command(flatten)]
         plugins: PluginDirs,
         /// How long loading may take before the app is refused.
@@ -47,6 +48,7 @@ pub enum Command {
     Cgi {
         /// The app, as LIB:SYMBOL.
         app: AppSpec,
+        /// Where a bare app name is looked for.
         #[command(flatten)]
         plugins: PluginDirs,
     },
@@ -61,6 +63,7 @@ pub enum Command {
 
 /// Parses the command line, runs it, and maps the result to an exit code.
 pub fn main() -> ExitCode {
+    crate::inherited::take_from_env();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     crate::logging::init();

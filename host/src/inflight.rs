@@ -23,9 +23,6 @@ const MAGIC: u64 = 0x6c66_6e69_7473_6f68;
 /// Bytes of method, mount and path kept per request (longer paths are cut).
 const TEXT: usize = 464;
 
-/// The environment variable naming the board's descriptor in a worker.
-pub const FD_VAR: &str = "HOST_INFLIGHT_FD";
-
 #[repr(C)]
 struct Header {
     magic: u64,
@@ -349,7 +346,7 @@ impl Drop for Entered {
 /// In a worker: maps the board the master passed (`HOST_INFLIGHT_FD`) and
 /// installs the crash handlers. Without one, does nothing.
 pub fn install_from_env() -> io::Result<()> {
-    let Some(fd) = std::env::var(FD_VAR).ok().and_then(|fd| fd.parse::<RawFd>().ok()) else {
+    let Some(fd) = crate::inherited::take_inflight_fd() else {
         return Ok(());
     };
     // SAFETY: the master placed the board's descriptor at this number for

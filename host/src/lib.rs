@@ -4,6 +4,7 @@
 //! - [`library_file`]: checks on a library file before it is copied or opened.
 //! - [`loader`]: opening a library and checking its app (refusals included).
 //! - [`inflight`]: which requests a worker runs, readable by its master.
+//! - [`inherited`]: what a parent passed in the environment (sockets, fds).
 //! - [`response_head`]: `start_response`'s rules.
 //! - [`exchange`]: one request/response with an app, over any transport.
 //! - [`cgi`]: CGI mode.
@@ -15,17 +16,18 @@
 //! - [`commands`]: what each subcommand does; [`cli`]: the command line.
 
 pub mod app_spec;
-pub mod cgi;
+pub(crate) mod cgi;
 pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod error;
+pub(crate) mod commands;
+pub(crate) mod config;
+pub(crate) mod error;
 pub mod exchange;
-pub mod inflight;
-pub mod library_file;
+pub(crate) mod inflight;
+pub(crate) mod inherited;
+pub(crate) mod library_file;
 pub mod loader;
-pub mod logging;
+pub(crate) mod logging;
 pub mod response_head;
-pub mod server;
-pub mod signals;
-pub mod supervisor;
+pub(crate) mod server;
+pub(crate) mod signals;
+pub(crate) mod supervisor;

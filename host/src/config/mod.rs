@@ -7,4 +7,4 @@ pub mod options;
 pub mod values;
 
 pub use options::{default_workers, Limits, Options};
-pub use values::{AccessLogFormat, BindAddr, Mount, Seconds, Size};
+pub use values::{AccessLogFormat, BindAddr, Seconds};

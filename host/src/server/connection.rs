@@ -53,18 +53,15 @@ pub fn bind_socket(addr: &BindAddr) -> Result<OwnedFd, String> {
 /// (`LISTEN_PID` / `LISTEN_FDS`) or the master (`HOST_LISTEN_FDS`); they
 /// start at fd 3. `None` if there are none.
 pub fn inherited_sockets() -> Option<Vec<OwnedFd>> {
-    let ours = std::env::var("HOST_LISTEN_FDS").ok();
-    let systemd = std::env::var("LISTEN_PID")
-        .ok()
-        .filter(|pid| pid.parse::<u32>().ok() == Some(std::process::id()))
-        .and_then(|_| std::env::var("LISTEN_FDS").ok());
-    let count: i32 = ours.or(systemd)?.parse().ok().filter(|n| *n > 0)?;
-    std::env::remove_var("LISTEN_FDS");
-    std::env::remove_var("LISTEN_PID");
-    std::env::remove_var("HOST_LISTEN_FDS");
+    let count = crate::inherited::take_listen_fds()?;
     // SAFETY: by the LISTEN_FDS convention these descriptors were opened
-    // for us by the parent and nothing else in this process owns them.
-    Some((0..count).map(|i| unsafe { OwnedFd::from_raw_fd(3 + i) }).collect())
+    // for us by the parent and nothing else in this process owns them
+    // (they are taken once).
+    Some(
+        (0..count)
+            .map(|i| unsafe { OwnedFd::from_raw_fd(3 + i as i32) })
+            .collect(),
+    )
 }
 
 impl Listener {

@@ -57,10 +57,7 @@ pub struct MasterLink(Option<UnixStream>);
 impl MasterLink {
     /// Takes the socket the master passed, if any.
     pub fn from_env() -> MasterLink {
-        let fd = std::env::var("HOST_NOTIFY_FD")
-            .ok()
-            .and_then(|fd| fd.parse::<i32>().ok());
-        std::env::remove_var("HOST_NOTIFY_FD");
+        let fd = crate::inherited::take_notify_fd();
         // SAFETY: the master placed this socket at HOST_NOTIFY_FD for us and
         // nothing else in this process owns it.
         MasterLink(fd.map(|fd| unsafe { UnixStream::from_raw_fd(fd) }))
@@ -82,16 +79,21 @@ impl MasterLink {
 /// Tells systemd about our state (`READY=1`, `RELOADING=1`, `STOPPING=1`)
 /// when started with `NOTIFY_SOCKET`; does nothing otherwise.
 pub fn sd_notify(state: &str) {
-    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
-        return;
-    };
+    if let Some(path) = crate::inherited::notify_socket() {
+        notify_to(&path, state);
+    }
+}
+
+/// Sends `state` to the notification socket at `path` (`@` for an
+/// abstract name).
+fn notify_to(path: &str, state: &str) {
     let sent = UnixDatagram::unbound().and_then(|socket| match path.strip_prefix('@') {
         Some(name) => {
             use std::os::linux::net::SocketAddrExt;
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
             socket.send_to_addr(state.as_bytes(), &addr)
         }
-        None => socket.send_to(state.as_bytes(), &path),
+        None => socket.send_to(state.as_bytes(), path),
     });
     if let Err(e) = sent {
         log::warn!("sd_notify({}) to {path} failed: {e}", state.trim());
@@ -136,9 +138,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("sd-notify-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = UnixDatagram::bind(&path).unwrap();
-        std::env::set_var("NOTIFY_SOCKET", &path);
-        sd_notify("READY=1");
-        std::env::remove_var("NOTIFY_SOCKET");
+        notify_to(path.to_str().unwrap(), "READY=1");
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");

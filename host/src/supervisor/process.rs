@@ -3,6 +3,7 @@
 //! allowed until exec), with the listening sockets and a notification
 //! socket passed as fds 3, 4, …; and signals to the processes we started.
 
+use crate::inherited;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -46,9 +47,9 @@ pub fn spawn_worker(exe: &Path, config: &Path, sockets: &[OwnedFd], board: RawFd
         .arg("worker")
         .arg("--config")
         .arg(config)
-        .env("HOST_LISTEN_FDS", sockets.len().to_string())
-        .env("HOST_NOTIFY_FD", (3 + sockets.len()).to_string())
-        .env(crate::inflight::FD_VAR, (4 + sockets.len()).to_string())
+        .env(inherited::LISTEN_FDS_VAR, sockets.len().to_string())
+        .env(inherited::NOTIFY_FD_VAR, (3 + sockets.len()).to_string())
+        .env(inherited::INFLIGHT_FD_VAR, (4 + sockets.len()).to_string())
         .env_remove("NOTIFY_SOCKET")
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
