@@ -846,27 +846,26 @@ fn try_late_connection(addr: std::net::SocketAddr) -> Option<String> {
     Some(outcome)
 }
 
-/// SIGTERM during a 1.5 s request: it finishes with 200, new connections
+/// SIGTERM during a 6 s request: it finishes with 200, new connections
 /// are refused meanwhile, and the host exits 0.
 fn graceful_stop(extra: &[&str]) {
     let mut server = echo_server(extra);
     let mut conn = server.connect();
-    conn.send(&request_bytes("GET", "/sleep/1500", &[], b""));
+    conn.send(&request_bytes("GET", "/sleep/6000", &[], b""));
     thread::sleep(Duration::from_millis(300));
     let signalled = Instant::now();
     server.signal("TERM");
 
-    // The listener should go at once; give it up to 500 ms (well before
-    // the in-flight request ends), the first try 100 ms after the signal.
-    thread::sleep(Duration::from_millis(100));
+    // The listener goes at once; a loaded machine gets until the in-flight
+    // request is nearly done (5 of its 6 s) before that counts as a failure.
     let mut late = try_late_connection(server.addr);
-    while late.is_some() && signalled.elapsed() < Duration::from_millis(500) {
+    while late.is_some() && signalled.elapsed() < Duration::from_secs(5) {
         thread::sleep(Duration::from_millis(20));
         late = try_late_connection(server.addr);
     }
 
     let response = conn.read_response();
-    assert_eq!((response.status, response.text().as_str()), (200, "slept 1500"));
+    assert_eq!((response.status, response.text().as_str()), (200, "slept 6000"));
     let status = server
         .wait_exit(Duration::from_secs(5))
         .expect("host still running 5 s after the request ended");

@@ -8,9 +8,14 @@
 //! poll for I/O, and tokio hands the I/O driver on only when a thread parks,
 //! so without the nudge every connection would wait for the call. A call
 //! past the request timeout is logged and its worker retired.
+//!
+//! An idle worker costs nothing: after [`LINGER`] without an inline call
+//! the watchdog parks, and the next call to start wakes it (one flag read
+//! per call; a wake-up at most once per park).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -20,6 +25,10 @@ use super::OnStuck;
 
 /// How often the watchdog looks.
 const TICK: Duration = Duration::from_millis(5);
+
+/// How long the watchdog keeps looking after the last inline call before
+/// it parks.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// An inline call waiting (its thread asleep: I/O, a lock, a timer) this
 /// long demotes its route.
@@ -49,6 +58,13 @@ struct CallInfo {
 
 /// Every runtime thread's slot.
 static SLOTS: Mutex<Vec<Arc<Slot>>> = Mutex::new(Vec::new());
+
+/// The watchdog thread, once started.
+static WATCHDOG: OnceLock<Thread> = OnceLock::new();
+
+/// Set while the watchdog is parked (or about to park): the next call to
+/// start must wake it.
+static PARKED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static SLOT: Arc<Slot> = {
@@ -89,8 +105,15 @@ impl InlineCall {
                 Some((known, id)) if Arc::ptr_eq(known, policy) => *id = route,
                 other => *other = Some((policy.clone(), route)),
             }
-            slot.since.store(now_ms(), Relaxed);
+            // SeqCst with the watchdog's own store-then-load of PARKED and
+            // `since`: either it sees this call, or this sees it parked.
+            slot.since.store(now_ms(), SeqCst);
         });
+        if PARKED.load(SeqCst) && PARKED.swap(false, SeqCst) {
+            if let Some(watchdog) = WATCHDOG.get() {
+                watchdog.unpark();
+            }
+        }
         InlineCall(())
     }
 }
@@ -110,8 +133,11 @@ pub fn watch(runtime: Handle, timeout: Duration, on_stuck: OnStuck) {
         let spawned = std::thread::Builder::new()
             .name("stuck-calls".into())
             .spawn(move || patrol(&runtime, timeout, &on_stuck));
-        if let Err(e) = spawned {
-            log::error!("cannot start the stuck-call watchdog: {e}; inline calls are not timed");
+        match spawned {
+            Ok(handle) => {
+                let _ = WATCHDOG.set(handle.thread().clone());
+            }
+            Err(e) => log::error!("cannot start the stuck-call watchdog: {e}; inline calls are not timed"),
         }
     });
 }
@@ -122,8 +148,16 @@ fn patrol(runtime: &Handle, timeout: Duration, on_stuck: &OnStuck) {
     // Per slot, the start of the call last demoted and last reported:
     // each call is acted on once.
     let (mut demoted, mut reported): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    let mut last_busy = Instant::now();
     loop {
         std::thread::sleep(TICK);
+        if any_inline_call() {
+            last_busy = Instant::now();
+        } else if last_busy.elapsed() >= LINGER {
+            park_until_a_call();
+            last_busy = Instant::now();
+            continue;
+        }
         let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
         demoted.resize(slots.len(), 0);
         reported.resize(slots.len(), 0);
@@ -162,6 +196,25 @@ fn patrol(runtime: &Handle, timeout: Duration, on_stuck: &OnStuck) {
                 on_stuck();
             }
         }
+    }
+}
+
+/// Whether some runtime thread is inside an inline call.
+fn any_inline_call() -> bool {
+    let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+    slots.iter().any(|slot| slot.since.load(SeqCst) != 0)
+}
+
+/// Parks the watchdog until [`InlineCall::enter`] wakes it.
+fn park_until_a_call() {
+    PARKED.store(true, SeqCst);
+    if any_inline_call() {
+        PARKED.store(false, SeqCst); // one started as we were about to park
+        return;
+    }
+    log::trace!("no inline calls for {LINGER:?}: the watchdog parks");
+    while PARKED.load(SeqCst) {
+        std::thread::park();
     }
 }
 

@@ -13,7 +13,7 @@
 //! | `/stream` | `text/plain`, streamed as `chunk0\n` … `chunk4\n`, no `Content-Length` |
 //! | `/write` | `written-by-write\n` through the write callable, then `returned\n` returned |
 //! | `/status/<code>` | status `<code> <reason>` (`Unknown` for codes not in its table), body `status <code>` |
-//! | `/sleep/<ms>` | sleeps `<ms>` milliseconds (at most 60 000), then `slept <ms>` |
+//! | `/sleep/<ms>` | sleeps `<ms>` milliseconds (at most 60 000), then `slept <ms>` (`?pid`: `slept <ms> in pid <pid>`) |
 //! | `/big/<n>` | `n` bytes of `x` (at most 64 MiB), with `Content-Length` |
 //! | `/mixed` | one route, quick or not on demand, by query string: none, `mixed whole\n`; `stream=<n>`, `chunk0\n` … `chunk<n-1>\n` streamed; `write=<n>`, the same chunks through the write callable, then `returned\n` returned; `sleep=<ms>`, as `/sleep/<ms>` |
 //! | `/panic` | panics |
@@ -48,7 +48,7 @@ fn application(environ: &Environ, start_response: &mut StartResponse) -> Result<
         return status(code, start_response);
     }
     if let Some(ms) = path.strip_prefix("/sleep/") {
-        return sleep(ms, start_response);
+        return sleep(ms, environ.query_string() == "pid", start_response);
     }
     if let Some(size) = path.strip_prefix("/big/") {
         return big(size, start_response);
@@ -112,7 +112,7 @@ fn mixed(query: &str, start_response: &mut StartResponse) -> Result<Body, AppErr
         return Ok("mixed whole\n".into());
     }
     if let Some(ms) = query.strip_prefix("sleep=") {
-        return sleep(ms, start_response);
+        return sleep(ms, false, start_response);
     }
     let chunks = |count: &str| count.parse::<usize>().ok().map(|count| count.min(MAX_CHUNKS));
     if let Some(count) = query.strip_prefix("stream=").and_then(chunks) {
@@ -137,14 +137,18 @@ fn status(code: &str, start_response: &mut StartResponse) -> Result<Body, AppErr
     Ok(format!("status {code}").into())
 }
 
-/// `/sleep/<ms>`: sleeps, then says how long.
-fn sleep(ms: &str, start_response: &mut StartResponse) -> Result<Body, AppError> {
+/// `/sleep/<ms>`: sleeps, then says how long (`?pid`: and in which
+/// process).
+fn sleep(ms: &str, with_pid: bool, start_response: &mut StartResponse) -> Result<Body, AppError> {
     let Ok(ms) = ms.parse::<u64>() else {
         return bad_request("/sleep/ takes a number of milliseconds", start_response);
     };
     let ms = ms.min(MAX_SLEEP_MS);
     thread::sleep(Duration::from_millis(ms));
     start_response.start("200 OK", &[("Content-Type", "text/plain")])?;
+    if with_pid {
+        return Ok(format!("slept {ms} in pid {}", std::process::id()).into());
+    }
     Ok(format!("slept {ms}").into())
 }
 
