@@ -216,6 +216,34 @@ fn mounts_route_by_prefix_and_split_the_path() {
     assert_eq!(environ(&report, "REMOTE_ADDR"), "127.0.0.1");
 }
 
+/// The seeds' layout: only paths ending in `.py` go to the app (with the
+/// whole path as `PATH_INFO`), files are served from disk, and any other
+/// missing path gets the 404 page; a suffix pattern wins over a prefix.
+#[test]
+fn a_suffix_mount_takes_only_its_paths_as_the_seeds_do() {
+    let server = Server::start([
+        "--mount".to_owned(),
+        format!("*.py={}", spec("echo", "application")),
+        "--mount".to_owned(),
+        format!("/time={}", spec("ctime", "application")),
+    ]);
+    let report = echo_json(&server.get("/a/index.py?x=1"));
+    assert_eq!(environ(&report, "SCRIPT_NAME"), "");
+    assert_eq!(environ(&report, "PATH_INFO"), "/a/index.py");
+    assert_eq!(environ(&report, "QUERY_STRING"), "x=1");
+    assert_eq!(
+        environ(&echo_json(&server.get("/time/x.py")), "PATH_INFO"),
+        "/time/x.py"
+    );
+    assert!(looks_like_ctime(&server.get("/time/now").text()));
+    for missing in ["/nope", "/index.pyc", "/py"] {
+        let response = server.get(missing);
+        assert_eq!(response.status, 404, "{missing}: {}", response.text());
+        assert_eq!(response.body, html_file("404.html"), "{missing}");
+    }
+    assert_eq!(server.get("/").body, html_file("index.html"));
+}
+
 // ---------------------------------------------------------- static files
 
 #[test]

@@ -66,10 +66,13 @@ impl From<BindAddr> for String {
     }
 }
 
-/// An app mounted at a URL prefix: `--mount /time=ctime:application`.
+/// An app mounted at a URL prefix, `--mount /time=ctime:application`, or
+/// at a file suffix, `--mount '*.py=mini_frame:application'` (the seeds'
+/// layout: only paths ending in `.py` go to the app).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
-    /// `/` or a prefix without a trailing slash, e.g. `/time`.
+    /// `/`, a prefix without a trailing slash (e.g. `/time`), or `*` and a
+    /// suffix (e.g. `*.py`).
     pub prefix: String,
     /// The app.
     pub app: AppSpec,
@@ -78,9 +81,21 @@ pub struct Mount {
 impl Mount {
     /// A mount, with the prefix normalised (leading `/`, no trailing `/`).
     pub fn new(prefix: &str, app: AppSpec) -> Result<Self, String> {
+        if let Some(suffix) = prefix.strip_prefix('*') {
+            if suffix.is_empty() || suffix.contains(['*', '/']) {
+                return Err(format!(
+                    "mount pattern '{prefix}' must be '*' and a file suffix, e.g. '*.py=mini_frame:application'"
+                ));
+            }
+            return Ok(Mount {
+                prefix: prefix.to_owned(),
+                app,
+            });
+        }
         if !prefix.starts_with('/') {
             return Err(format!(
-                "mount prefix '{prefix}' must start with '/', e.g. /time=ctime:application"
+                "mount prefix '{prefix}' must start with '/' (or be a suffix pattern like '*.py'), e.g. \
+                 /time=ctime:application"
             ));
         }
         let trimmed = prefix.trim_end_matches('/');
@@ -325,5 +340,9 @@ mod tests {
         let mount: Mount = "/time/=ctime:application".parse().unwrap();
         assert_eq!(mount.prefix, "/time");
         assert!("time=ctime:application".parse::<Mount>().is_err());
+        assert_eq!("*.py=ctime:application".parse::<Mount>().unwrap().prefix, "*.py");
+        for bad in ["*=a:b", "*/x.py=a:b", "**.py=a:b"] {
+            assert!(bad.parse::<Mount>().is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Which handler a request goes to: the seeds' rule (a GET or HEAD naming a
 //! file under the static folder is served from disk, the rest goes to the
-//! app mounted at the longest matching prefix, else the 404 page).
+//! app mounted at a matching suffix pattern such as `*.py`, else at the
+//! longest matching prefix, else the 404 page).
 
 use std::sync::Arc;
 
@@ -10,9 +11,9 @@ use super::call_policy::CallPolicy;
 use super::static_site::{Lookup, StaticFile, StaticSite};
 use crate::loader::LoadedApp;
 
-/// An app at a URL prefix.
+/// An app at a URL prefix or suffix pattern.
 pub struct MountedApp {
-    /// `/` or e.g. `/time` (no trailing slash).
+    /// `/`, e.g. `/time` (no trailing slash), or e.g. `*.py`.
     pub prefix: Arc<str>,
     /// The app.
     pub app: Arc<LoadedApp>,
@@ -47,9 +48,10 @@ pub enum Route<'r> {
 }
 
 impl Router {
-    /// A router; mounts are tried longest prefix first.
+    /// A router; suffix patterns are tried first (longest first), then
+    /// prefixes, longest first.
     pub fn new(mut mounts: Vec<MountedApp>, site: Option<StaticSite>) -> Self {
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+        mounts.sort_by_key(|m| (!m.prefix.starts_with('*'), std::cmp::Reverse(m.prefix.len())));
         Router { mounts, site }
     }
 
@@ -84,8 +86,12 @@ impl Router {
     }
 }
 
-/// `PATH_INFO` if `path` lies under `prefix` on a segment boundary.
+/// `PATH_INFO` if `path` lies under `prefix` on a segment boundary, or
+/// ends with the suffix of a `*` pattern (then the whole path).
 fn strip_mount<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
+    if let Some(suffix) = prefix.strip_prefix('*') {
+        return path.ends_with(suffix).then_some(path);
+    }
     if prefix == "/" {
         return Some(path);
     }
@@ -93,9 +99,10 @@ fn strip_mount<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// `SCRIPT_NAME` for a mount prefix (empty at the root).
+/// `SCRIPT_NAME` for a mount prefix (empty at the root and for suffix
+/// patterns, whose app sees the whole path).
 pub fn script_name(prefix: &str) -> &str {
-    if prefix == "/" {
+    if prefix == "/" || prefix.starts_with('*') {
         ""
     } else {
         prefix
@@ -114,6 +121,9 @@ mod tests {
         assert_eq!(strip_mount("/", "/anything"), Some("/anything"));
         assert_eq!(script_name("/"), "");
         assert_eq!(script_name("/time"), "/time");
+        assert_eq!(strip_mount("*.py", "/index.py"), Some("/index.py"));
+        assert_eq!(strip_mount("*.py", "/index.pyc"), None);
+        assert_eq!(script_name("*.py"), "");
     }
 
     proptest::proptest! {
