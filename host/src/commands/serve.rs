@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::config::{layers, Options};
 use crate::error::Failure;
 use crate::server::startup::{block_on_runtime, listen, server_state};
-use crate::server::{self, OnStuck, StopLevel};
+use crate::server::{self, Retire, StopLevel};
 use crate::signals::{Event, Signals};
 use crate::supervisor;
 
@@ -33,10 +33,13 @@ fn run_single(options: &Options) -> Result<(), Failure> {
     if options.reload {
         log::warn!("--reload needs worker processes: ignored with --workers 0");
     }
-    let on_stuck: OnStuck = Arc::new(|| {
-        log::warn!("with --workers 0 a stuck request cannot be stopped; its thread stays busy (use worker processes)")
+    if options.max_requests > 0 || options.max_worker_memory.0 > 0 {
+        log::warn!("--max-requests and --max-worker-memory need worker processes: ignored with --workers 0");
+    }
+    let retire: Retire = Arc::new(|reason| {
+        log::warn!("{reason}; with --workers 0 nothing can replace this process (use worker processes)")
     });
-    let state = Arc::new(server_state(options, on_stuck)?);
+    let state = Arc::new(server_state(options, retire, None)?);
     block_on_runtime(options, async {
         let listeners = listen(options)?;
         for listener in &listeners {

@@ -113,6 +113,21 @@ pub struct Options {
     #[arg(long, value_name = "DURATION", env = "HOST_QUEUE_TIMEOUT", default_value = "10s")]
     pub queue_timeout: Seconds,
 
+    /// Requests a worker serves before it is replaced (through the same
+    /// path as a swap: nothing dropped); 0 never.
+    #[arg(long, value_name = "N", env = "HOST_MAX_REQUESTS", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Up to this many requests more, drawn per worker, so that workers
+    /// started together are not all replaced at once.
+    #[arg(long, value_name = "N", env = "HOST_MAX_REQUESTS_JITTER", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// Resident memory past which a worker is replaced (nothing dropped),
+    /// e.g. 512MiB, checked every second; 0 never.
+    #[arg(long, value_name = "SIZE", env = "HOST_MAX_WORKER_MEMORY", default_value = "0")]
+    pub max_worker_memory: Size,
+
     /// Swap in a rebuilt library when its file changes (validated first, like SIGHUP).
     #[arg(long, env = "HOST_RELOAD", value_parser = BoolishValueParser::new())]
     #[serde(default)]

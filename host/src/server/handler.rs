@@ -54,6 +54,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let number = conn.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(limit) = state.request_budget.spend() {
+        (state.retire)(&format!("served its {limit} requests (option --max-requests)"));
+    }
     let refusal = conn
         .verdicts
         .for_request(number)

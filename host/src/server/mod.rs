@@ -53,8 +53,12 @@ pub struct ServerState {
     pub limits: Limits,
     /// The access log.
     pub access_log: Arc<AccessLog>,
-    /// Called when a request outlives `--timeout` inside the app.
-    pub on_stuck: OnStuck,
+    /// Retires this process (a request stuck in the app, a recycling
+    /// limit reached), with the reason.
+    pub retire: Retire,
+    /// Requests this process serves before it retires (`--max-requests`
+    /// and its jitter), and how many it has begun.
+    pub request_budget: RequestBudget,
     /// Routes answered 503 without calling the app (the master's quarantines).
     pub quarantined: Arc<quarantined::Quarantined>,
     /// The threads app calls run on.
@@ -62,8 +66,33 @@ pub struct ServerState {
 }
 
 /// The reaction to a request stuck in the app (a native call cannot be
-/// interrupted): in a worker, retire the worker; in one process, a warning.
-pub type OnStuck = Arc<dyn Fn() + Send + Sync>;
+/// interrupted) or a recycling limit, given the reason: in a worker, a
+/// replacement starts and this one drains; in one process, a warning.
+pub type Retire = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// `--max-requests`: how many requests a worker begins before it retires.
+#[derive(Debug, Default)]
+pub struct RequestBudget {
+    limit: Option<u64>,
+    begun: std::sync::atomic::AtomicU64,
+}
+
+impl RequestBudget {
+    /// A budget of `limit` requests (`None`: unlimited).
+    pub fn new(limit: Option<u64>) -> RequestBudget {
+        RequestBudget {
+            limit,
+            begun: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a request; `Some(limit)` for the one that spends the budget.
+    pub fn spend(&self) -> Option<u64> {
+        let limit = self.limit?;
+        let begun = self.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        (begun == limit).then_some(limit)
+    }
+}
 
 /// How hard the server is asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,7 +115,7 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: 
     stuck_calls::watch(
         tokio::runtime::Handle::current(),
         state.limits.request_timeout.0,
-        state.on_stuck.clone(),
+        state.retire.clone(),
     );
     let drain = Arc::new(Drain::default());
     let trimmer = tokio::spawn(memory::trim_after_floods(drain.clone()));

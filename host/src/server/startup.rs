@@ -13,7 +13,7 @@ use super::app_gateway::threads::AppThreads;
 use super::connection::{inherited_sockets, Listener};
 use super::router::{MountedApp, Router};
 use super::static_site::StaticSite;
-use super::{OnStuck, ServerState};
+use super::{RequestBudget, Retire, ServerState};
 use crate::app_spec::LibraryRef;
 use crate::config::{default_workers, Options};
 use crate::error::Failure;
@@ -85,8 +85,9 @@ pub fn listen(options: &Options) -> Result<Vec<Listener>, Failure> {
     }
 }
 
-/// Loads the apps and opens the static site.
-pub fn server_state(options: &Options, on_stuck: OnStuck) -> Result<ServerState, Failure> {
+/// Loads the apps and opens the static site; `request_limit` is this
+/// process's `--max-requests` (jitter drawn).
+pub fn server_state(options: &Options, retire: Retire, request_limit: Option<u64>) -> Result<ServerState, Failure> {
     let mut loaded: HashMap<String, Arc<LoadedApp>> = HashMap::new();
     let mut mounts = Vec::new();
     for mount in options.apps() {
@@ -124,7 +125,8 @@ pub fn server_state(options: &Options, on_stuck: OnStuck) -> Result<ServerState,
         router: Router::new(mounts, site),
         limits: options.limits.clone(),
         access_log: Arc::new(AccessLog::new(options.access_log_format)),
-        on_stuck,
+        retire,
+        request_budget: RequestBudget::new(request_limit),
         quarantined: Arc::default(),
         app_threads: AppThreads::new(options.threads, options.max_queued, options.queue_timeout.0),
     })

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 use super::call_policy::{CallPolicy, RouteId};
-use super::OnStuck;
+use super::Retire;
 
 /// How often the watchdog looks.
 const TICK: Duration = Duration::from_millis(5);
@@ -126,13 +126,13 @@ impl Drop for InlineCall {
 
 /// Starts the watchdog thread (once per process) for the calls made on
 /// `runtime`: a call inside the app for longer than `timeout` is logged
-/// and `on_stuck` runs, once per call.
-pub fn watch(runtime: Handle, timeout: Duration, on_stuck: OnStuck) {
+/// and `retire` runs, once per call.
+pub fn watch(runtime: Handle, timeout: Duration, retire: Retire) {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         let spawned = std::thread::Builder::new()
             .name("stuck-calls".into())
-            .spawn(move || patrol(&runtime, timeout, &on_stuck));
+            .spawn(move || patrol(&runtime, timeout, &retire));
         match spawned {
             Ok(handle) => {
                 let _ = WATCHDOG.set(handle.thread().clone());
@@ -142,7 +142,7 @@ pub fn watch(runtime: Handle, timeout: Duration, on_stuck: OnStuck) {
     });
 }
 
-fn patrol(runtime: &Handle, timeout: Duration, on_stuck: &OnStuck) {
+fn patrol(runtime: &Handle, timeout: Duration, retire: &Retire) {
     let (long_ms, running_ms) = (LONG_INLINE.as_millis() as u64, LONG_RUNNING_INLINE.as_millis() as u64);
     let timeout_ms = timeout.as_millis() as u64;
     // Per slot, the start of the call last demoted and last reported:
@@ -193,7 +193,7 @@ fn patrol(runtime: &Handle, timeout: Duration, on_stuck: &OnStuck) {
                     std::process::id()
                 );
                 drop(call);
-                on_stuck();
+                retire("a request is stuck inside the app (it runs inline)");
             }
         }
     }

@@ -5,7 +5,7 @@
 //! - [`master`]: the supervisor process that carries them out; never loads
 //!   app code.
 //! - [`quarantine`]: which routes crash workers too often.
-//! - [`worker`]: a worker process.
+//! - [`worker`]: a worker process; [`recycling`]: when it is replaced.
 //! - [`staging`]: content-addressed copies of the app libraries.
 //! - [`process`]: fork + exec of workers, signals to them.
 //! - [`probe`]: loading an app in a throw-away process first.
@@ -18,6 +18,7 @@ pub mod notify;
 pub mod probe;
 pub mod process;
 pub mod quarantine;
+pub mod recycling;
 pub mod staging;
 pub mod watch;
 pub mod worker;

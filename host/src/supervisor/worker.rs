@@ -1,7 +1,8 @@
 //! A worker process (`host worker --config FILE`, started by the master):
 //! maps its in-flight board, loads the staged apps, serves on the inherited
 //! sockets, tells the master when it is ready, follows its quarantines, and
-//! retires itself when a request gets stuck in an app.
+//! retires itself when a request gets stuck in an app or a recycling limit
+//! is reached ([`super::recycling`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +14,12 @@ use tokio::sync::watch;
 
 use super::arbiter::EXIT_RETIRED;
 use super::notify::{self, MasterLink, MasterMessage, WorkerMessage};
+use super::recycling;
 use crate::config::layers;
 use crate::error::Failure;
 use crate::server::quarantined::Quarantined;
 use crate::server::startup::{block_on_runtime, listen, server_state};
-use crate::server::{self, OnStuck, StopLevel};
+use crate::server::{self, Retire, StopLevel};
 use crate::signals::{Event, Signals};
 
 /// Runs a worker until the master (or a signal) stops it.
@@ -30,12 +32,12 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
     let stop_tx = Arc::new(stop_tx);
     let retired = Arc::new(AtomicBool::new(false));
 
-    let on_stuck: OnStuck = {
+    let retire: Retire = {
         let (link, stop_tx, retired) = (link.clone(), stop_tx.clone(), retired.clone());
-        Arc::new(move || {
+        Arc::new(move |reason| {
             if !retired.swap(true, Ordering::SeqCst) {
                 log::warn!(
-                    "worker pid {} retires: a replacement starts, this one drains",
+                    "worker pid {} retires: {reason}; a replacement starts, this one drains",
                     std::process::id()
                 );
                 link.send(WorkerMessage::Retire);
@@ -49,7 +51,8 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
             }
         })
     };
-    let state = Arc::new(server_state(&options, on_stuck)?);
+    let request_limit = recycling::request_limit(options.max_requests, options.max_requests_jitter);
+    let state = Arc::new(server_state(&options, retire.clone(), request_limit)?);
     block_on_runtime(&options.clone(), async move {
         let listeners = listen(&options)?;
         let mut signals = Signals::install().map_err(|e| Failure::internal(format!("cannot handle signals: {e}")))?;
@@ -72,6 +75,9 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
         });
         if let Some(reader) = link.reader() {
             tokio::spawn(follow_master(reader, state.quarantined.clone()));
+        }
+        if options.max_worker_memory.0 > 0 {
+            tokio::spawn(recycling::watch_memory(options.max_worker_memory.0, retire));
         }
         link.send(WorkerMessage::Ready);
         log::info!("worker pid {} ready", std::process::id());

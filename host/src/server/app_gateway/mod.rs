@@ -192,7 +192,7 @@ where
     P: Send + 'static,
 {
     let (done_tx, done_rx) = oneshot::channel::<()>();
-    let (deadline, on_stuck) = (call.state.limits.request_timeout.0, call.state.on_stuck.clone());
+    let (deadline, retire) = (call.state.limits.request_timeout.0, call.state.retire.clone());
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     tokio::task::spawn_blocking(move || {
         let _inflight = inflight::enter(parts.method.as_str(), &call.mount, &call.path_info);
@@ -210,7 +210,7 @@ where
                     crate::config::Seconds(deadline),
                     std::process::id()
                 );
-                on_stuck();
+                retire("a request is stuck inside the app");
             }
         }
     });
