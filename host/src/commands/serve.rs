@@ -33,8 +33,10 @@ fn run_single(options: &Options) -> Result<(), Failure> {
     if options.reload {
         log::warn!("--reload needs worker processes: ignored with --workers 0");
     }
-    if options.max_requests > 0 || options.max_worker_memory.0 > 0 {
-        log::warn!("--max-requests and --max-worker-memory need worker processes: ignored with --workers 0");
+    if options.max_requests > 0 || options.max_worker_memory.0 > 0 || options.admin_bind.is_some() {
+        log::warn!(
+            "--max-requests, --max-worker-memory and --admin-bind need worker processes: ignored with --workers 0"
+        );
     }
     let retire: Retire = Arc::new(|reason| {
         log::warn!("{reason}; with --workers 0 nothing can replace this process (use worker processes)")

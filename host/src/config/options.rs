@@ -49,6 +49,13 @@ pub struct Options {
     #[serde(with = "one_or_many")]
     pub bind: Vec<BindAddr>,
 
+    /// Where the master serves /healthz, /readyz and /metrics (HOST:PORT,
+    /// a bare PORT or unix:PATH); off by default. Keep it off public
+    /// networks.
+    #[arg(long, value_name = "ADDR", env = "HOST_ADMIN_BIND")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_bind: Option<BindAddr>,
+
     /// The static site's folder (seed 004's config calls it `static_path`).
     #[arg(long, value_name = "DIR", env = "HOST_STATIC_DIR", default_value = DEFAULT_STATIC_DIR)]
     pub static_dir: PathBuf,

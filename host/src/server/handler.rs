@@ -21,7 +21,7 @@ use super::connection::ConnInfo;
 use super::router::Route;
 use super::strict::request::SERVER_METHODS;
 use super::strict::wire::Verdicts;
-use super::{responses, static_site, strict, ServerState};
+use super::{metrics, responses, static_site, strict, ServerState};
 
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
@@ -159,15 +159,18 @@ fn record<B>(
     response: &Response<Body>,
     started: Instant,
 ) {
-    state.access_log.record(&Entry {
-        remote: &conn.info.remote_addr,
-        method: request.method().as_str(),
-        target: &target_of(request.uri()),
-        protocol: protocol(request.version()),
-        status: response.status().as_u16(),
-        bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
-        duration: started.elapsed(),
-    });
+    state.finished(
+        metrics::NO_MOUNT,
+        &Entry {
+            remote: &conn.info.remote_addr,
+            method: request.method().as_str(),
+            target: &target_of(request.uri()),
+            protocol: protocol(request.version()),
+            status: response.status().as_u16(),
+            bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+            duration: started.elapsed(),
+        },
+    );
 }
 
 fn add_server_header(response: &mut Response<Body>) {

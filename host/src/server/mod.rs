@@ -7,7 +7,8 @@
 //! - [`static_site`]: the static site, its lookups and file responses.
 //! - [`app_gateway`]: apps over HTTP; [`call_policy`] decides where a
 //!   call runs, [`stuck_calls`] notices inline calls past the timeout.
-//! - [`access_log`], [`body`], [`responses`]: what every response needs.
+//! - [`access_log`], [`metrics`], [`body`], [`responses`]: what every
+//!   response needs.
 //! - [`drain`]: stopping without dropping requests; [`memory`]: giving
 //!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
@@ -20,6 +21,7 @@ pub mod connection;
 pub mod drain;
 pub mod handler;
 pub mod memory;
+pub mod metrics;
 pub mod quarantined;
 pub mod responses;
 pub mod router;
@@ -53,6 +55,10 @@ pub struct ServerState {
     pub limits: Limits,
     /// The access log.
     pub access_log: Arc<AccessLog>,
+    /// The request counters `/metrics` shows.
+    pub metrics: metrics::ServerMetrics,
+    /// Open connections, and the drain when stopping.
+    pub drain: Arc<Drain>,
     /// Retires this process (a request stuck in the app, a recycling
     /// limit reached), with the reason.
     pub retire: Retire,
@@ -94,6 +100,25 @@ impl RequestBudget {
     }
 }
 
+impl ServerState {
+    /// A request is over: counts it and writes its access-log line.
+    pub fn finished(&self, mount: &str, entry: &access_log::Entry<'_>) {
+        self.metrics.observe(mount, entry.status, entry.bytes, entry.duration);
+        self.access_log.record(entry);
+    }
+
+    /// The counters, and the gauges of this moment.
+    pub fn snapshot(&self) -> metrics::Snapshot {
+        metrics::Snapshot {
+            connections: self.drain.open() as u64,
+            app_threads_busy: self.app_threads.busy() as u64,
+            app_threads_queued: self.app_threads.queued() as u64,
+            rss_bytes: metrics::resident_bytes().unwrap_or(0),
+            ..self.metrics.snapshot()
+        }
+    }
+}
+
 /// How hard the server is asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StopLevel {
@@ -117,7 +142,7 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: 
         state.limits.request_timeout.0,
         state.retire.clone(),
     );
-    let drain = Arc::new(Drain::default());
+    let drain = state.drain.clone();
     let trimmer = tokio::spawn(memory::trim_after_floods(drain.clone()));
     let accept_loops: Vec<_> = listeners
         .into_iter()

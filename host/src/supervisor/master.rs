@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
+use super::admin::AdminView;
 use super::arbiter::{Action, Arbiter, Death, Event, Exit, InflightRequest, Policy, SystemdState, WorkerId};
 use super::notify::{self, reloading_message, sd_notify, MasterMessage, WorkerMessage};
 use super::probe;
@@ -27,7 +28,7 @@ use crate::app_spec::LibraryRef;
 use crate::config::{BindAddr, Options};
 use crate::error::Failure;
 use crate::inflight::Board;
-use crate::server::connection::{bind_socket, inherited_sockets, socket_url};
+use crate::server::connection::{bind_socket, inherited_sockets, socket_url, Listener};
 use crate::server::static_site::StaticSite;
 use crate::signals::{Event as Signal, Signals};
 
@@ -78,6 +79,8 @@ struct Master {
     preparing: Option<JoinHandle<()>>,
     incoming_tx: mpsc::UnboundedSender<Incoming>,
     incoming_rx: mpsc::UnboundedReceiver<Incoming>,
+    /// What the admin endpoints report.
+    admin: Arc<AdminView>,
 }
 
 impl Master {
@@ -124,6 +127,11 @@ impl Master {
             },
         });
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+        let admin = Arc::new(AdminView::default());
+        if let Some(addr) = &options.admin_bind {
+            let listener = Listener::bind(addr).map_err(|e| Failure::input(format!("{e} (option --admin-bind)")))?;
+            tokio::spawn(super::admin::serve(listener, admin.clone()));
+        }
         Ok(Master {
             options: Arc::new(options),
             exe,
@@ -136,6 +144,7 @@ impl Master {
             preparing: None,
             incoming_tx,
             incoming_rx,
+            admin,
         })
     }
 
@@ -193,7 +202,16 @@ impl Master {
     fn receive(&mut self, incoming: Incoming) -> Option<Event> {
         match incoming {
             Incoming::Message(worker, WorkerMessage::Ready) => Some(Event::Ready(worker)),
-            Incoming::Message(worker, WorkerMessage::Retire) => Some(Event::Retire(worker)),
+            Incoming::Message(worker, WorkerMessage::Retire) => {
+                self.admin.worker_retiring();
+                Some(Event::Retire(worker))
+            }
+            Incoming::Message(worker, WorkerMessage::Metrics(snapshot)) => {
+                if let Some(process) = self.processes.get(&worker) {
+                    self.admin.worker_reported(process.pid, *snapshot);
+                }
+                None
+            }
             Incoming::LibraryChanged => Some(Event::Reload("--reload: a library file changed")),
             Incoming::Prepared(generation, result) => {
                 self.preparing = None;
@@ -206,7 +224,9 @@ impl Master {
             }
             Incoming::Exited(worker, status) => {
                 let process = self.processes.remove(&worker)?;
-                Some(Event::Exited(worker, death(status, &process.board)))
+                let death = death(status, &process.board);
+                self.admin.worker_exited(process.pid, death.exit.is_clean());
+                Some(Event::Exited(worker, death))
             }
         }
     }
@@ -229,15 +249,20 @@ impl Master {
                 }
             }
             Action::TellAll(message) => {
+                self.admin
+                    .quarantine(matches!(message, MasterMessage::Quarantine { .. }));
                 for process in self.processes.values() {
                     tell(process, &message);
                 }
             }
-            Action::Notify(state) => sd_notify(&match state {
-                SystemdState::Ready => "READY=1".to_owned(),
-                SystemdState::Reloading => reloading_message(),
-                SystemdState::Stopping => "STOPPING=1".to_owned(),
-            }),
+            Action::Notify(state) => {
+                self.admin.notified(state, self.arbiter.serving());
+                sd_notify(&match state {
+                    SystemdState::Ready => "READY=1".to_owned(),
+                    SystemdState::Reloading => reloading_message(),
+                    SystemdState::Stopping => "STOPPING=1".to_owned(),
+                });
+            }
             Action::Announce => {
                 for socket in &self.sockets {
                     let url = socket_url(socket);
@@ -294,6 +319,7 @@ impl Master {
         let Some(pid) = child.id() else {
             return Event::SpawnFailed(worker, "it exited at once".to_owned());
         };
+        self.admin.worker_started();
         let incoming = self.incoming_tx.clone();
         tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(from_worker).lines();

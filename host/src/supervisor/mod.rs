@@ -1,6 +1,7 @@
 //! Worker processes under a master, gunicorn-arbiter style: native app code
 //! can segfault, abort or hang, and only a separate process contains that.
 //!
+//! - [`admin`]: the master's health, readiness and metrics endpoints.
 //! - [`arbiter`]: the master's decisions, a state machine (no I/O).
 //! - [`master`]: the supervisor process that carries them out; never loads
 //!   app code.
@@ -12,6 +13,7 @@
 //! - [`notify`]: worker → master messages and sd_notify.
 //! - [`watch`]: `--reload`'s file watcher.
 
+pub mod admin;
 pub mod arbiter;
 pub mod master;
 pub mod notify;

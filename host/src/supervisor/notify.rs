@@ -9,16 +9,20 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use serde::{Deserialize, Serialize};
 
 use super::quarantine::Route;
+use crate::server::metrics::Snapshot;
 
 /// A worker's message to its master.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WorkerMessage {
     /// Apps loaded, listening: send it work.
     Ready,
-    /// A request is stuck in the app: start a replacement; this worker
-    /// drains and exits.
+    /// A request is stuck in the app, or a recycling limit was reached:
+    /// start a replacement; this worker drains and exits.
     Retire,
+    /// The worker's figures for `/metrics` (sent every second when the
+    /// master serves them).
+    Metrics(Box<Snapshot>),
 }
 
 /// The master's message to a worker.

@@ -7,6 +7,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use crate::server::metrics::resident_bytes;
 use crate::server::Retire;
 
 /// How often resident memory is looked at (only with a limit set).
@@ -52,15 +53,6 @@ pub async fn watch_memory(limit: u64, retire: Retire) {
     }
 }
 
-/// This process's resident set size, from `/proc/self/statm`.
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +65,5 @@ mod tests {
             let limit = request_limit(100, 10).unwrap();
             assert!((100..=110).contains(&limit), "{limit}");
         }
-        assert!(resident_bytes().is_some_and(|rss| rss > 0));
     }
 }

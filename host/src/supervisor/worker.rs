@@ -22,6 +22,9 @@ use crate::server::startup::{block_on_runtime, listen, server_state};
 use crate::server::{self, Retire, StopLevel};
 use crate::signals::{Event, Signals};
 
+/// How often a worker reports its figures (only with `--admin-bind`).
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs a worker until the master (or a signal) stops it.
 pub fn run(config: &Path) -> Result<u8, Failure> {
     crate::inflight::install_from_env()
@@ -79,6 +82,9 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
         if options.max_worker_memory.0 > 0 {
             tokio::spawn(recycling::watch_memory(options.max_worker_memory.0, retire));
         }
+        if options.admin_bind.is_some() {
+            tokio::spawn(report_metrics(link.clone(), state.clone()));
+        }
         link.send(WorkerMessage::Ready);
         log::info!("worker pid {} ready", std::process::id());
         server::serve(listeners, state, stop_rx).await;
@@ -88,6 +94,14 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
             0
         })
     })
+}
+
+/// Sends the master this worker's figures every second, for `/metrics`.
+async fn report_metrics(link: Arc<MasterLink>, state: Arc<server::ServerState>) {
+    loop {
+        link.send(WorkerMessage::Metrics(Box::new(state.snapshot())));
+        tokio::time::sleep(METRICS_EVERY).await;
+    }
 }
 
 /// Applies the master's messages (quarantines) until it goes away.

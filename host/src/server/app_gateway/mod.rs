@@ -293,25 +293,31 @@ fn all_threads_busy(call: &AppCall, parts: &Parts, busy: Busy) -> Response<Body>
 
 /// Writes the access log line of a response the server made itself.
 fn record(call: &AppCall, method: &Method, uri: &hyper::Uri, version: hyper::Version, response: &Response<Body>) {
-    call.state.access_log.record(&Entry {
-        remote: &call.conn.remote_addr,
-        method: method.as_str(),
-        target: &target_of(uri),
-        protocol: protocol(version),
-        status: response.status().as_u16(),
-        bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
-        duration: call.started.elapsed(),
-    });
+    call.state.finished(
+        &call.mount,
+        &Entry {
+            remote: &call.conn.remote_addr,
+            method: method.as_str(),
+            target: &target_of(uri),
+            protocol: protocol(version),
+            status: response.status().as_u16(),
+            bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+            duration: call.started.elapsed(),
+        },
+    );
 }
 
 fn log_access(call: &AppCall, parts: &Parts, summary: &Summary) {
-    call.state.access_log.record(&Entry {
-        remote: &call.conn.remote_addr,
-        method: parts.method.as_str(),
-        target: &target_of(&parts.uri),
-        protocol: protocol(parts.version),
-        status: summary.status.unwrap_or(0),
-        bytes: summary.bytes,
-        duration: call.started.elapsed(),
-    });
+    call.state.finished(
+        &call.mount,
+        &Entry {
+            remote: &call.conn.remote_addr,
+            method: parts.method.as_str(),
+            target: &target_of(&parts.uri),
+            protocol: protocol(parts.version),
+            status: summary.status.unwrap_or(0),
+            bytes: summary.bytes,
+            duration: call.started.elapsed(),
+        },
+    );
 }

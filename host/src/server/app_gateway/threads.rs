@@ -69,6 +69,11 @@ impl AppThreads {
         self.queue_timeout
     }
 
+    /// How many threads run an app call now.
+    pub fn busy(&self) -> usize {
+        self.threads - self.permits.available_permits()
+    }
+
     /// How many requests wait now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)

@@ -1,0 +1,125 @@
+//! What a serving process counts for `/metrics`: requests by mount and
+//! status class, a latency histogram with fixed buckets, response bytes.
+//! Plain atomics on the request path (a handful of relaxed adds); a
+//! worker sends a [`Snapshot`] to its master every second, and the master
+//! serves the sum (see `supervisor::admin`).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
+pub const LATENCY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+
+/// The label of requests no app answered (static files, refusals).
+pub const NO_MOUNT: &str = "";
+
+/// A process's request counters.
+#[derive(Debug)]
+pub struct ServerMetrics {
+    /// Mount labels, [`NO_MOUNT`] first.
+    mounts: Vec<String>,
+    /// Per mount, requests by status class (1xx … 5xx; index 0: none sent).
+    requests: Vec<[AtomicU64; 6]>,
+    /// Per bucket (and one for `+Inf`), requests that took at most its bound.
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_micros: AtomicU64,
+    response_bytes: AtomicU64,
+}
+
+/// A process's figures at one moment, as its master receives them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Per mount: requests by status class (`[none, 1xx, 2xx, 3xx, 4xx, 5xx]`).
+    pub requests: Vec<(String, [u64; 6])>,
+    /// Requests per latency bucket (not cumulative; the last is `+Inf`).
+    pub latency: Vec<u64>,
+    /// Total time of all requests, in seconds.
+    pub latency_seconds: f64,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
+    /// Connections open now.
+    pub connections: u64,
+    /// App threads busy now, and requests waiting for one.
+    pub app_threads_busy: u64,
+    /// See [`Snapshot::app_threads_busy`].
+    pub app_threads_queued: u64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+}
+
+impl ServerMetrics {
+    /// Counters for these mount prefixes.
+    pub fn new<'m>(mounts: impl IntoIterator<Item = &'m str>) -> ServerMetrics {
+        let mounts: Vec<String> = std::iter::once(NO_MOUNT).chain(mounts).map(str::to_owned).collect();
+        ServerMetrics {
+            requests: mounts.iter().map(|_| Default::default()).collect(),
+            mounts,
+            latency: Default::default(),
+            latency_micros: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn observe(&self, mount: &str, status: u16, bytes: u64, duration: Duration) {
+        let index = self.mounts.iter().position(|m| m == mount).unwrap_or(0);
+        let class = usize::from(status / 100).min(5);
+        self.requests[index][class].fetch_add(1, Relaxed);
+        let seconds = duration.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Relaxed);
+        self.latency_micros.fetch_add(duration.as_micros() as u64, Relaxed);
+        self.response_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// The counters now (the gauges are the caller's to fill in).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            requests: self
+                .mounts
+                .iter()
+                .zip(&self.requests)
+                .map(|(mount, counts)| (mount.clone(), counts.each_ref().map(|c| c.load(Relaxed))))
+                .collect(),
+            latency: self.latency.iter().map(|c| c.load(Relaxed)).collect(),
+            latency_seconds: self.latency_micros.load(Relaxed) as f64 / 1e6,
+            response_bytes: self.response_bytes.load(Relaxed),
+            ..Snapshot::default()
+        }
+    }
+}
+
+/// This process's resident set size, from `/proc/self/statm`.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_land_in_their_mount_class_and_bucket() {
+        let metrics = ServerMetrics::new(["/time"]);
+        metrics.observe("/time", 200, 10, Duration::from_micros(300));
+        metrics.observe("/time", 503, 5, Duration::from_millis(2));
+        metrics.observe(NO_MOUNT, 404, 1, Duration::from_secs(60));
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.requests[1], ("/time".to_owned(), [0, 0, 1, 0, 0, 1]));
+        assert_eq!(snapshot.requests[0], (String::new(), [0, 0, 0, 0, 1, 0]));
+        assert_eq!(snapshot.latency[0], 1);
+        assert_eq!(snapshot.latency[2], 1);
+        assert_eq!(snapshot.latency[LATENCY_BUCKETS.len()], 1);
+        assert_eq!(snapshot.response_bytes, 16);
+        assert!(resident_bytes().is_some_and(|rss| rss > 0));
+    }
+}

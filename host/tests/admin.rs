@@ -1,0 +1,180 @@
+//! The admin listener (`--admin-bind`): health and readiness flip as a
+//! stop begins, and `/metrics` parses as Prometheus text and moves as
+//! requests are served, swaps happen and workers die.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use common::fleet::*;
+
+/// A free port on 127.0.0.1 (bound and released: loopback only).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn admin(addr: SocketAddr, path: &str) -> Answer {
+    try_get(addr, path, Duration::from_secs(5))
+}
+
+/// The samples of `/metrics`, parsed by a Prometheus text parser.
+fn scrape_metrics(addr: SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = admin(addr, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{body}"))
+}
+
+/// The sum of `name`'s samples whose labels include `with`.
+fn total(scrape: &prometheus_parse::Scrape, name: &str, with: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && with.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_move_and_health_flips_during_a_stop() {
+    let _serial = one_at_a_time();
+    let admin_addr = free_addr();
+    let mut server = start(
+        &echo(),
+        &[
+            "--admin-bind",
+            &admin_addr.to_string(),
+            "--mount",
+            &format!(
+                "/time={}",
+                common::app_spec(&common::plugin_lib("ctime"), "application")
+            ),
+        ],
+    );
+    assert!(says(&admin(admin_addr, "/healthz"), "ok\n"));
+    let ready = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        says(&admin(admin_addr, "/readyz"), "ready\n").then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "/readyz never said ready: {:?}",
+        admin(admin_addr, "/readyz")
+    );
+    assert!(matches!(admin(admin_addr, "/nope"), Ok((404, _))));
+
+    // Requests show up in the workers' next reports (each second).
+    for _ in 0..30 {
+        assert!(matches!(try_get(server.addr, "/hello", REQUEST_TIMEOUT), Ok((200, _))));
+    }
+    for _ in 0..5 {
+        assert!(matches!(try_get(server.addr, "/time/x", REQUEST_TIMEOUT), Ok((200, _))));
+    }
+    assert!(matches!(
+        try_get(server.addr, "/status/503", REQUEST_TIMEOUT),
+        Ok((503, _))
+    ));
+    let moved = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        let scrape = scrape_metrics(admin_addr);
+        (total(&scrape, "host_requests_total", &[("mount", "/"), ("status", "2xx")]) >= 30.0
+            && total(&scrape, "host_requests_total", &[("mount", "/time"), ("status", "2xx")]) >= 5.0
+            && total(&scrape, "host_requests_total", &[("status", "5xx")]) >= 1.0)
+            .then_some(scrape)
+    });
+    let scrape = moved.unwrap_or_else(|| {
+        panic!(
+            "the request counters did not move:\n{:?}",
+            admin(admin_addr, "/metrics")
+        )
+    });
+    let count = total(&scrape, "host_request_duration_seconds_count", &[]);
+    assert!(count >= 36.0, "{count} requests in the histogram");
+    let inf: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "host_request_duration_seconds")
+        .filter_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map(|b| b.count),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(inf, count, "the +Inf bucket holds every request");
+    assert!(total(&scrape, "host_worker_resident_memory_bytes", &[]) > 0.0);
+    assert_eq!(total(&scrape, "host_worker_starts_total", &[]), 2.0);
+    assert_eq!(total(&scrape, "host_ready", &[]), 1.0);
+
+    // A swap and a crash are counted.
+    server.signal("HUP");
+    let swapped = poll(Duration::from_secs(20), Duration::from_millis(100), || {
+        (total(&scrape_metrics(admin_addr), "host_swaps_total", &[("outcome", "ok")]) == 1.0).then_some(())
+    });
+    assert!(
+        swapped.is_some(),
+        "the swap is not counted:\n{:?}\n{}",
+        admin(admin_addr, "/metrics"),
+        server.log()
+    );
+    let _ = try_get(server.addr, "/panic", REQUEST_TIMEOUT);
+    let worker = worker_pids(server.pid())[0];
+    kill("KILL", worker);
+    let crashed = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        (total(
+            &scrape_metrics(admin_addr),
+            "host_worker_exits_total",
+            &[("how", "crash")],
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert!(
+        crashed.is_some(),
+        "the crash is not counted:\n{:?}",
+        admin(admin_addr, "/metrics")
+    );
+    assert_eq!(total(&scrape_metrics(admin_addr), "host_generation", &[]), 2.0);
+
+    // A stop: /readyz says 503 while the workers drain, /healthz stays 200.
+    let mut slow = common::server::Conn::open(server.addr);
+    slow.send(&common::server::request_bytes("GET", "/sleep/3000", &[], b""));
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal("TERM");
+    let draining = poll(Duration::from_secs(2), Duration::from_millis(20), || {
+        matches!(admin(admin_addr, "/readyz"), Ok((503, ref body)) if body == "stopping\n").then_some(())
+    });
+    assert!(
+        draining.is_some(),
+        "/readyz did not say 503 stopping: {:?}",
+        admin(admin_addr, "/readyz")
+    );
+    assert!(says(&admin(admin_addr, "/healthz"), "ok\n"));
+    assert_eq!(slow.read_response().status, 200);
+    server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the host exits after the drain");
+}
+
+#[test]
+fn a_bad_admin_address_is_refused_with_exit_2() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = common::run_host(
+        &[
+            "--admin-bind",
+            &taken.local_addr().unwrap().to_string(),
+            "--bind",
+            "127.0.0.1:0",
+            &echo(),
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", common::describe(&output));
+    assert!(
+        common::stderr_text(&output).contains("--admin-bind"),
+        "{}",
+        common::describe(&output)
+    );
+}
