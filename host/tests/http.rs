@@ -244,6 +244,33 @@ fn a_suffix_mount_takes_only_its_paths_as_the_seeds_do() {
     assert_eq!(server.get("/").body, html_file("index.html"));
 }
 
+/// Forwarding headers count from a trusted proxy (127.0.0.1 by default)
+/// and from nobody else.
+#[test]
+fn forwarded_headers_count_only_from_trusted_proxies() {
+    let forwarded = [
+        ("X-Forwarded-For", "6.6.6.6, 203.0.113.7"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let trusted = echo_server(&[]);
+    let report = echo_json(&trusted.request("GET", "/who", &forwarded, b""));
+    assert_eq!(environ(&report, "REMOTE_ADDR"), "203.0.113.7");
+    assert_eq!(environ(&report, "wsgi.url_scheme"), "https");
+    let report = echo_json(&trusted.request(
+        "GET",
+        "/who",
+        &[("Forwarded", "for=\"[2001:db8::1]:99\";proto=http")],
+        b"",
+    ));
+    assert_eq!(environ(&report, "REMOTE_ADDR"), "2001:db8::1");
+    assert_eq!(environ(&report, "wsgi.url_scheme"), "http");
+
+    let untrusted = echo_server(&["--forwarded-allow-ips", "10.0.0.0/8"]);
+    let report = echo_json(&untrusted.request("GET", "/who", &forwarded, b""));
+    assert_eq!(environ(&report, "REMOTE_ADDR"), "127.0.0.1");
+    assert_eq!(environ(&report, "wsgi.url_scheme"), "http");
+}
+
 // ---------------------------------------------------------- static files
 
 #[test]

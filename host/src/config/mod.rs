@@ -7,4 +7,4 @@ pub mod options;
 pub mod values;
 
 pub use options::{default_workers, Limits, Options};
-pub use values::{AccessLogFormat, BindAddr, Seconds};
+pub use values::{AccessLogFormat, BindAddr, ProxyNet, Seconds};

@@ -10,7 +10,7 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::values::{mount_table, one_or_many, AccessLogFormat, BindAddr, Mount, Seconds, Size};
+use super::values::{mount_table, one_or_many, AccessLogFormat, BindAddr, Mount, ProxyNet, Seconds, Size};
 use crate::app_spec::{default_plugin_dirs, AppSpec};
 
 /// The default listen address.
@@ -48,6 +48,19 @@ pub struct Options {
     #[arg(long, short = 'b', value_name = "ADDR", env = "HOST_BIND", value_delimiter = ',', default_value = DEFAULT_BIND)]
     #[serde(with = "one_or_many")]
     pub bind: Vec<BindAddr>,
+
+    /// Peers whose Forwarded / X-Forwarded-For / X-Forwarded-Proto headers
+    /// set REMOTE_ADDR and wsgi.url_scheme: addresses, networks (10.0.0.0/8)
+    /// or *; unix-socket peers always count.
+    #[arg(
+        long,
+        value_name = "IPS",
+        env = "HOST_FORWARDED_ALLOW_IPS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
+    #[serde(with = "one_or_many")]
+    pub forwarded_allow_ips: Vec<ProxyNet>,
 
     /// Where the master serves /healthz, /readyz and /metrics (HOST:PORT,
     /// a bare PORT or unix:PATH); off by default. Keep it off public

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -310,6 +311,59 @@ pub mod one_or_many {
             OneOrMany::One(value) => vec![value],
             OneOrMany::Many(values) => values,
         })
+    }
+}
+
+/// An address or network a proxy may connect from: `10.0.0.1`,
+/// `10.0.0.0/8`, `::1`, or `*` for any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ProxyNet {
+    /// Any peer.
+    Any,
+    /// A network: address and prefix length.
+    Net(IpAddr, u8),
+}
+
+impl FromStr for ProxyNet {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "*" {
+            return Ok(ProxyNet::Any);
+        }
+        let bad = || format!("'{text}' is not an IP address or network: write e.g. 10.0.0.1, 10.0.0.0/8, ::1 or *");
+        let (addr, bits) = text.split_once('/').map_or((text, None), |(a, b)| (a, Some(b)));
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(bits) => bits.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(bad)?,
+        };
+        Ok(ProxyNet::Net(addr, bits))
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<ProxyNet> for String {
+    fn from(net: ProxyNet) -> String {
+        net.to_string()
+    }
+}
+
+impl fmt::Display for ProxyNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyNet::Any => f.write_str("*"),
+            ProxyNet::Net(addr, bits) if *bits == if addr.is_ipv4() { 32 } else { 128 } => write!(f, "{addr}"),
+            ProxyNet::Net(addr, bits) => write!(f, "{addr}/{bits}"),
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //!   call runs, [`stuck_calls`] notices inline calls past the timeout.
 //! - [`access_log`], [`metrics`], [`body`], [`responses`]: what every
 //!   response needs.
+//! - [`forwarded`]: the client behind a trusted proxy.
 //! - [`drain`]: stopping without dropping requests; [`memory`]: giving
 //!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
@@ -19,6 +20,7 @@ pub mod body;
 pub mod call_policy;
 pub mod connection;
 pub mod drain;
+pub mod forwarded;
 pub mod handler;
 pub mod memory;
 pub mod metrics;
@@ -57,6 +59,8 @@ pub struct ServerState {
     pub access_log: Arc<AccessLog>,
     /// The request counters `/metrics` shows.
     pub metrics: metrics::ServerMetrics,
+    /// Whose forwarding headers are believed.
+    pub proxies: forwarded::TrustedProxies,
     /// Open connections, and the drain when stopping.
     pub drain: Arc<Drain>,
     /// Retires this process (a request stuck in the app, a recycling

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::access_log::AccessLog;
 use super::app_gateway::threads::AppThreads;
 use super::connection::{inherited_sockets, Listener};
+use super::forwarded::TrustedProxies;
 use super::metrics::ServerMetrics;
 use super::router::{MountedApp, Router};
 use super::static_site::StaticSite;
@@ -127,6 +128,7 @@ pub fn server_state(options: &Options, retire: Retire, request_limit: Option<u64
         limits: options.limits.clone(),
         access_log: Arc::new(AccessLog::new(options.access_log_format)),
         drain: Arc::default(),
+        proxies: TrustedProxies::new(&options.forwarded_allow_ips),
         metrics: ServerMetrics::new(options.apps().iter().map(|m| m.prefix.as_str())),
         retire,
         request_budget: RequestBudget::new(request_limit),

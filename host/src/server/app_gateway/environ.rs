@@ -36,6 +36,14 @@ pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVar
         })
         .collect();
     let conn = &call.conn;
+    let proxies = &call.state.proxies;
+    let forwarded = proxies
+        .trusts_peer(&conn.remote_addr)
+        .then(|| proxies.read(&parts.headers));
+    let (client, scheme) = match &forwarded {
+        Some(f) => (f.client.as_deref(), f.scheme),
+        None => (None, None),
+    };
     let vars = RequestVars {
         method: parts.method.as_str(),
         script_name: router::script_name(&call.mount),
@@ -44,9 +52,10 @@ pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVar
         server_name: &conn.server_name,
         server_port: &conn.server_port,
         server_protocol: protocol(parts.version),
-        remote_addr: &conn.remote_addr,
-        remote_port: &conn.remote_port,
-        url_scheme: "http",
+        remote_addr: client.unwrap_or(&conn.remote_addr),
+        // The proxy's port says nothing of the client's.
+        remote_port: if client.is_some() { "" } else { &conn.remote_port },
+        url_scheme: scheme.unwrap_or("http"),
         multithread: true,
         multiprocess: false,
         run_once: false,
