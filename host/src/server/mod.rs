@@ -172,6 +172,7 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: 
         _ = stop.wait_for(|level| *level == StopLevel::Immediate) => log::warn!("asked to stop now: not waiting for requests"),
     }
     trimmer.abort();
+    state.access_log.flush();
 }
 
 async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Drain>) {
