@@ -9,20 +9,6 @@ use std::time::Duration;
 
 use common::fleet::*;
 
-/// 4 kept-alive and 4 fresh-connection clients, GET and POST.
-fn mixed_clients() -> Vec<Client> {
-    vec![
-        Client::get("/").kept_alive(),
-        Client::get("/").kept_alive(),
-        Client::post("/", b"a=1&b=2").kept_alive(),
-        Client::post("/", b"a=1&b=2").kept_alive(),
-        Client::get("/"),
-        Client::get("/"),
-        Client::post("/", b"a=1&b=2"),
-        Client::post("/", b"a=1&b=2"),
-    ]
-}
-
 /// Runs the mixed load until the log has `retirements` lines with
 /// `reason`, then checks that no request failed, the workers changed and
 /// the master lives.

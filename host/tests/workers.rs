@@ -343,16 +343,7 @@ fn swap_v1_to_v2_drops_nothing() {
 fn rapid_swaps_drop_no_request_on_kept_alive_connections() {
     let _serial = one_at_a_time();
     let mut server = start(&echo(), &[]);
-    let clients = vec![
-        Client::get("/").kept_alive(),
-        Client::get("/").kept_alive(),
-        Client::post("/", b"a=1&b=2").kept_alive(),
-        Client::post("/", b"a=1&b=2").kept_alive(),
-        Client::get("/"),
-        Client::get("/"),
-        Client::post("/", b"a=1&b=2"),
-        Client::post("/", b"a=1&b=2"),
-    ];
+    let clients = mixed_clients();
     let load = Load::clients(server.addr, clients);
     const SWAPS: usize = 40;
     for _ in 0..SWAPS {

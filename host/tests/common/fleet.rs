@@ -402,6 +402,21 @@ fn response_end(bytes: &[u8]) -> Option<usize> {
     (bytes.len() >= head_end + length).then_some(head_end + length)
 }
 
+/// 4 kept-alive and 4 fresh-connection clients, GET and POST: the load
+/// under which swaps and retirements must drop nothing.
+pub fn mixed_clients() -> Vec<Client> {
+    vec![
+        Client::get("/").kept_alive(),
+        Client::get("/").kept_alive(),
+        Client::post("/", b"a=1&b=2").kept_alive(),
+        Client::post("/", b"a=1&b=2").kept_alive(),
+        Client::get("/"),
+        Client::get("/"),
+        Client::post("/", b"a=1&b=2"),
+        Client::post("/", b"a=1&b=2"),
+    ]
+}
+
 /// Client threads sending requests until stopped; every request is recorded.
 pub struct Load {
     stop: Arc<AtomicBool>,
