@@ -830,6 +830,57 @@ fn many_concurrent_requests_all_succeed() {
 
 // ------------------------------------------------------------- access log
 
+/// Every request has an id: a trusted proxy's `X-Request-Id` (127.0.0.1
+/// is trusted by default), else a new one; the app sees it and the log
+/// records it. The combined format is Apache's, Referer and User-Agent
+/// included.
+#[test]
+fn request_ids_reach_the_app_and_the_log() {
+    let server = echo_server(&[]);
+    let report = echo_json(&server.request("GET", "/who", &[("X-Request-Id", "proxy-abc-123")], b""));
+    assert_eq!(environ(&report, "HTTP_X_REQUEST_ID"), "proxy-abc-123");
+    let made = environ(&echo_json(&server.get("/who")), "HTTP_X_REQUEST_ID").to_owned();
+    assert!(
+        made.len() == 16 && made.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made:?}"
+    );
+    let other = environ(&echo_json(&server.get("/who")), "HTTP_X_REQUEST_ID").to_owned();
+    assert_ne!(made, other, "ids are unique");
+    let untrusted = echo_server(&["--forwarded-allow-ips", "10.0.0.0/8"]);
+    let report = echo_json(&untrusted.request("GET", "/who", &[("X-Request-Id", "forged")], b""));
+    assert_ne!(environ(&report, "HTTP_X_REQUEST_ID"), "forged");
+    for id in ["proxy-abc-123", made.as_str()] {
+        let log = server.wait_for_log(&format!("id={id}"), Duration::from_secs(5));
+        assert!(log.contains(&format!("id={id}")), "no access line with id {id}:\n{log}");
+    }
+
+    let combined = echo_server(&["--access-log-format", "combined"]);
+    let response = combined.request(
+        "GET",
+        "/who?x=1",
+        &[
+            ("Referer", "http://example.com/a"),
+            ("User-Agent", "curl/8.0 \"quoted\""),
+        ],
+        b"",
+    );
+    assert_eq!(response.status, 200);
+    let needle = "\"GET /who?x=1 HTTP/1.1\" 200";
+    let log = combined.wait_for_log(needle, Duration::from_secs(5));
+    let line = log
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no combined line:\n{log}"));
+    let entry = &line[line.find(" access] ").expect("a log prefix") + 9..];
+    // 127.0.0.1 - - [01/Dec/2026:13:01:52 +0000] "GET /who?x=1 HTTP/1.1" 200 345 "http://…" "curl/8.0 \"quoted\""
+    assert!(entry.starts_with("127.0.0.1 - - ["), "{entry}");
+    assert!(entry.contains(" +0000] \"GET /who?x=1 HTTP/1.1\" 200 "), "{entry}");
+    assert!(
+        entry.ends_with(" \"http://example.com/a\" \"curl/8.0 \\\"quoted\\\"\""),
+        "{entry}"
+    );
+}
+
 #[test]
 fn json_access_log_lines_are_valid_json() {
     let server = echo_server(&["--access-log-format", "json"]);

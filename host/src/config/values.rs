@@ -253,6 +253,9 @@ pub enum AccessLogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// Apache's combined format (with Referer and User-Agent), for the
+    /// tools that read it.
+    Combined,
     /// No access log.
     Off,
 }
@@ -262,6 +265,7 @@ impl fmt::Display for AccessLogFormat {
         f.write_str(match self {
             AccessLogFormat::Text => "text",
             AccessLogFormat::Json => "json",
+            AccessLogFormat::Combined => "combined",
             AccessLogFormat::Off => "off",
         })
     }

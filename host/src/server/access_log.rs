@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hyper::header::{HeaderMap, HeaderValue, REFERER, USER_AGENT};
 use hyper::Uri;
 use serde::Serialize;
 
@@ -65,6 +66,21 @@ pub struct Entry<'a> {
     pub bytes: u64,
     /// From arrival to the end of the response.
     pub duration: Duration,
+    /// The request's id and, for the combined format, its Referer and
+    /// User-Agent.
+    pub facts: &'a RequestFacts,
+}
+
+/// What a request's log line takes from its head, kept from routing to
+/// the end of the response.
+#[derive(Clone, Debug)]
+pub struct RequestFacts {
+    /// `X-Request-Id` (see `server::request_id`).
+    pub id: HeaderValue,
+    /// `Referer`, kept only for the combined format.
+    pub referer: Option<HeaderValue>,
+    /// `User-Agent`, kept only for the combined format.
+    pub user_agent: Option<HeaderValue>,
 }
 
 impl AccessLog {
@@ -89,6 +105,17 @@ impl AccessLog {
             format,
             enabled,
             buffer,
+        }
+    }
+
+    /// The facts a request's line needs: its id, and for the combined
+    /// format its Referer and User-Agent.
+    pub fn facts(&self, headers: &HeaderMap, id: HeaderValue) -> RequestFacts {
+        let combined = self.format == AccessLogFormat::Combined;
+        RequestFacts {
+            id,
+            referer: combined.then(|| headers.get(REFERER).cloned()).flatten(),
+            user_agent: combined.then(|| headers.get(USER_AGENT).cloned()).flatten(),
         }
     }
 
@@ -125,29 +152,24 @@ impl AccessLog {
             match self.format {
                 AccessLogFormat::Off => {}
                 AccessLogFormat::Text => {
-                    for part in [entry.remote, " [", &dates.http, "] \"", entry.method, " "] {
-                        line.extend_from_slice(part.as_bytes());
-                    }
-                    if entry
-                        .target
-                        .bytes()
-                        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-                    {
-                        line.extend_from_slice(entry.target.as_bytes());
-                    } else {
-                        let _ = write!(line, "{}", entry.target.escape_debug());
-                    }
-                    line.push(b' ');
-                    line.extend_from_slice(entry.protocol.as_bytes());
-                    line.extend_from_slice(b"\" ");
-                    line.extend_from_slice(numbers.format(entry.status).as_bytes());
-                    line.push(b' ');
-                    line.extend_from_slice(numbers.format(entry.bytes).as_bytes());
+                    request_part(line, &mut numbers, entry, &dates.http, false);
                     line.push(b' ');
                     line.extend_from_slice(numbers.format(micros / 1000).as_bytes());
                     line.push(b'.');
                     push_padded(line, &mut numbers, micros % 1000);
-                    line.extend_from_slice(b"ms");
+                    line.extend_from_slice(b"ms id=");
+                    push_escaped(line, entry.facts.id.as_bytes());
+                }
+                AccessLogFormat::Combined => {
+                    request_part(line, &mut numbers, entry, &dates.clf, true);
+                    for value in [&entry.facts.referer, &entry.facts.user_agent] {
+                        line.extend_from_slice(b" \"");
+                        match value {
+                            Some(value) => push_escaped(line, value.as_bytes()),
+                            None => line.push(b'-'),
+                        }
+                        line.push(b'"');
+                    }
                 }
                 AccessLogFormat::Json => {
                     let _ = serde_json::to_writer(
@@ -161,6 +183,7 @@ impl AccessLog {
                             status: entry.status,
                             bytes: entry.bytes,
                             duration_ms: micros as f64 / 1000.0,
+                            request_id: std::str::from_utf8(entry.facts.id.as_bytes()).unwrap_or("-"),
                         },
                     );
                 }
@@ -173,6 +196,37 @@ impl AccessLog {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// `remote [time] "METHOD target protocol" status bytes`, the part of a
+/// line the text and combined formats share; `apache` for the combined
+/// one's conventions (`remote - - [time]`, Apache's time, `-` for no
+/// bytes).
+fn request_part(line: &mut Vec<u8>, numbers: &mut itoa::Buffer, entry: &Entry<'_>, time: &str, apache: bool) {
+    let open = if apache { " - - [" } else { " [" };
+    for part in [entry.remote, open, time, "] \"", entry.method, " "] {
+        line.extend_from_slice(part.as_bytes());
+    }
+    push_escaped(line, entry.target.as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(entry.protocol.as_bytes());
+    line.extend_from_slice(b"\" ");
+    line.extend_from_slice(numbers.format(entry.status).as_bytes());
+    line.push(b' ');
+    match entry.bytes {
+        0 if apache => line.push(b'-'),
+        bytes => line.extend_from_slice(numbers.format(bytes).as_bytes()),
+    }
+}
+
+/// `bytes` as they are when they are visible ASCII other than `"` and
+/// `\`; else escaped, as Rust escapes a string (`\"`, `\x01`, `\u{e9}`).
+fn push_escaped(line: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.iter().all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\') {
+        line.extend_from_slice(bytes);
+    } else {
+        let _ = write!(line, "{}", String::from_utf8_lossy(bytes).escape_debug());
     }
 }
 
@@ -194,6 +248,7 @@ struct JsonLine<'a> {
     status: u16,
     bytes: u64,
     duration_ms: f64,
+    request_id: &'a str,
 }
 
 thread_local! {
@@ -211,6 +266,8 @@ struct Dates {
     iso: String,
     /// `Tue, 01 Dec 2026 13:01:52 GMT`.
     http: String,
+    /// `01/Dec/2026:13:01:52 +0000` (Apache's).
+    clf: String,
 }
 
 impl Dates {
@@ -222,6 +279,9 @@ impl Dates {
         self.second = second;
         self.http = httpdate::fmt_http_date(time);
         self.iso = iso_date_time(second);
+        // "Tue, 01 Dec 2026 13:01:52 GMT" → "01/Dec/2026:13:01:52 +0000".
+        let h = &self.http;
+        self.clf = format!("{}/{}/{}:{} +0000", &h[5..7], &h[8..11], &h[12..16], &h[17..25]);
     }
 }
 

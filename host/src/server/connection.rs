@@ -21,6 +21,9 @@ pub struct ConnInfo {
     pub server_name: String,
     /// `SERVER_PORT`.
     pub server_port: String,
+    /// The peer is a trusted proxy (`--forwarded-allow-ips`): its
+    /// forwarding headers and request ids are believed.
+    pub trusted_proxy: bool,
 }
 
 /// A bound listening socket.
@@ -121,6 +124,7 @@ impl Listener {
                     remote_port: peer.port().to_string(),
                     server_name: local.ip().to_string(),
                     server_port: local.port().to_string(),
+                    trusted_proxy: false,
                 };
                 Ok((Box::new(stream), info))
             }

@@ -14,14 +14,14 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SERVER};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::access_log::{target_of, Entry};
+use super::access_log::{target_of, Entry, RequestFacts};
 use super::app_gateway::{self, environ::protocol};
 use super::body::Body;
 use super::connection::ConnInfo;
 use super::router::Route;
 use super::strict::request::SERVER_METHODS;
 use super::strict::wire::Verdicts;
-use super::{metrics, responses, static_site, strict, ServerState};
+use super::{metrics, request_id, responses, static_site, strict, ServerState};
 
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
@@ -50,9 +50,11 @@ impl Connection {
 pub async fn handle(
     state: Arc<ServerState>,
     conn: Arc<Connection>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    let id = request_id::ensure(request.headers_mut(), conn.info.trusted_proxy);
+    let facts = state.access_log.facts(request.headers(), id);
     let number = conn.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(limit) = state.request_budget.spend() {
         (state.retire)(&format!("served its {limit} requests (option --max-requests)"));
@@ -64,13 +66,13 @@ pub async fn handle(
     let mut response = match refusal {
         Some(refusal) => {
             let response = responses::refusal(&refusal);
-            record(&state, &conn, &request, &response, started);
+            record(&state, &conn, &request, &response, started, &facts);
             response
         }
-        None => match route(&state, &conn, request, started).await {
+        None => match route(&state, &conn, request, started, &facts).await {
             (response, None) => response,
             (response, Some(request)) => {
-                record(&state, &conn, &request, &response, started);
+                record(&state, &conn, &request, &response, started, &facts);
                 response
             }
         },
@@ -84,7 +86,13 @@ pub async fn handle(
 /// the app gateway).
 type Routed = (Response<Body>, Option<Request<()>>);
 
-async fn route(state: &Arc<ServerState>, conn: &Connection, request: Request<Incoming>, started: Instant) -> Routed {
+async fn route(
+    state: &Arc<ServerState>,
+    conn: &Connection,
+    request: Request<Incoming>,
+    started: Instant,
+    facts: &RequestFacts,
+) -> Routed {
     let server = |response, request: Request<Incoming>| (response, Some(request.map(|_| ())));
     let method = request.method().clone();
     let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
@@ -137,6 +145,7 @@ async fn route(state: &Arc<ServerState>, conn: &Connection, request: Request<Inc
                     conn: conn.info.clone(),
                     verdicts: conn.verdicts.clone(),
                     started,
+                    facts: facts.clone(),
                 };
                 return (app_gateway::serve(call, request).await, None);
             }
@@ -158,6 +167,7 @@ fn record<B>(
     request: &Request<B>,
     response: &Response<Body>,
     started: Instant,
+    facts: &RequestFacts,
 ) {
     state.finished(
         metrics::NO_MOUNT,
@@ -169,6 +179,7 @@ fn record<B>(
             status: response.status().as_u16(),
             bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
             duration: started.elapsed(),
+            facts,
         },
     );
 }

@@ -9,7 +9,8 @@
 //!   call runs, [`stuck_calls`] notices inline calls past the timeout.
 //! - [`access_log`], [`metrics`], [`body`], [`responses`]: what every
 //!   response needs.
-//! - [`forwarded`]: the client behind a trusted proxy.
+//! - [`forwarded`]: the client behind a trusted proxy; [`request_id`]:
+//!   every request's id.
 //! - [`drain`]: stopping without dropping requests; [`memory`]: giving
 //!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
@@ -25,6 +26,7 @@ pub mod handler;
 pub mod memory;
 pub mod metrics;
 pub mod quarantined;
+pub mod request_id;
 pub mod responses;
 pub mod router;
 pub mod startup;
@@ -211,6 +213,8 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
             verdicts.clone(),
         );
         let stream = Guarded::new(stream, scanner);
+        let mut info = info;
+        info.trusted_proxy = state.proxies.trusts_peer(&info.remote_addr);
         let connection = Arc::new(Connection::new(info, verdicts));
         let (state, drain) = (state.clone(), drain.clone());
         let service = {

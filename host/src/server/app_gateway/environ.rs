@@ -36,10 +36,7 @@ pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVar
         })
         .collect();
     let conn = &call.conn;
-    let proxies = &call.state.proxies;
-    let forwarded = proxies
-        .trusts_peer(&conn.remote_addr)
-        .then(|| proxies.read(&parts.headers));
+    let forwarded = conn.trusted_proxy.then(|| call.state.proxies.read(&parts.headers));
     let (client, scheme) = match &forwarded {
         Some(f) => (f.client.as_deref(), f.scheme),
         None => (None, None),

@@ -31,7 +31,7 @@ use self::environ::{protocol, with_environ};
 use self::input::{BodyLimits, BodyReader};
 use self::sink::{Delivery, HttpSink};
 use self::threads::Busy;
-use super::access_log::{target_of, Entry};
+use super::access_log::{target_of, Entry, RequestFacts};
 use super::body::Body;
 use super::call_policy::{CallPolicy, CallReport, Placement, RouteId};
 use super::connection::ConnInfo;
@@ -62,6 +62,8 @@ pub struct AppCall {
     pub verdicts: Arc<Verdicts>,
     /// When the request arrived.
     pub started: Instant,
+    /// Its id and what else its log line needs.
+    pub facts: RequestFacts,
 }
 
 /// The exchange as the HTTP side runs it.
@@ -154,6 +156,7 @@ impl AppCall {
             conn: self.conn.clone(),
             verdicts: self.verdicts.clone(),
             started: self.started,
+            facts: self.facts.clone(),
         }
     }
 }
@@ -303,6 +306,7 @@ fn record(call: &AppCall, method: &Method, uri: &hyper::Uri, version: hyper::Ver
             status: response.status().as_u16(),
             bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
             duration: call.started.elapsed(),
+            facts: &call.facts,
         },
     );
 }
@@ -318,6 +322,7 @@ fn log_access(call: &AppCall, parts: &Parts, summary: &Summary) {
             status: summary.status.unwrap_or(0),
             bytes: summary.bytes,
             duration: call.started.elapsed(),
+            facts: &call.facts,
         },
     );
 }
