@@ -20,8 +20,32 @@ use std::time::Duration;
 /// Identifies a board's memory ("hostinfl").
 const MAGIC: u64 = 0x6c66_6e69_7473_6f68;
 
-/// Bytes of method, mount and path kept per request (longer paths are cut).
-const TEXT: usize = 464;
+/// The facts kept per request, in this order: method, client address,
+/// protocol, request id, mount, `PATH_INFO`, target.
+const PARTS: usize = 7;
+
+/// The most bytes kept of each part (longer ones are cut).
+const PART_CAP: [usize; PARTS] = [32, 64, 16, 64, 112, 256, 256];
+
+/// Bytes of a request's facts kept per slot.
+const TEXT: usize = 800;
+const _: () = assert!(sum(PART_CAP) == TEXT);
+
+const fn sum(caps: [usize; PARTS]) -> usize {
+    let (mut total, mut i) = (0, 0);
+    while i < PARTS {
+        total += caps[i];
+        i += 1;
+    }
+    total
+}
+
+/// [`Slot::state`]: the response status sent so far (0: none).
+const STATUS_MASK: u64 = 0xffff;
+/// [`Slot::state`]: the worker logged this request itself (a 504).
+const LOGGED: u64 = 1 << 16;
+/// [`Slot::state`]: which use of the slot the state belongs to.
+const SEQ_SHIFT: u32 = 32;
 
 #[repr(C)]
 struct Header {
@@ -45,12 +69,13 @@ struct Slot {
     /// CLOCK_MONOTONIC nanoseconds at entry (system-wide, so the master can
     /// subtract).
     started_ns: AtomicU64,
-    method_len: AtomicU32,
-    mount_len: AtomicU32,
-    path_len: AtomicU32,
+    /// The length of each of the [`PARTS`] in `text`.
+    lens: [AtomicU32; PARTS],
     _reserved: u32,
-    /// Method, mount and path, one after the other. Written only by the
-    /// slot's thread; read by the master after the worker is gone.
+    /// The use of the slot (upper 32 bits), [`LOGGED`], and the status sent.
+    state: AtomicU64,
+    /// The [`Facts`], one after the other. Written only by the slot's
+    /// thread; read by the master after the worker is gone.
     text: UnsafeCell<[u8; TEXT]>,
 }
 
@@ -183,22 +208,28 @@ impl Board {
             }
             // SAFETY: the worker is gone; nothing writes the text any more.
             let text = unsafe { &*slot.text.get() };
-            let lens = [&slot.method_len, &slot.mount_len, &slot.path_len].map(|l| l.load(Ordering::Relaxed) as usize);
-            let mut parts = [String::new(), String::new(), String::new()];
+            let mut parts: [String; PARTS] = Default::default();
             let mut at = 0;
-            for (part, len) in parts.iter_mut().zip(lens) {
-                let end = (at + len).min(TEXT);
+            for (part, len) in parts.iter_mut().zip(&slot.lens) {
+                let end = (at + len.load(Ordering::Relaxed) as usize).min(TEXT);
                 *part = String::from_utf8_lossy(&text[at..end]).into_owned();
                 at = end;
             }
-            let [method, mount, path] = parts;
+            let [method, remote, protocol, id, mount, path, target] = parts;
             if culprit_tid != 0 && slot.tid.load(Ordering::Relaxed) == culprit_tid {
                 snapshot.culprit = Some(snapshot.requests.len());
             }
+            let state = slot.state.load(Ordering::Acquire);
             snapshot.requests.push(Request {
                 method,
                 mount,
                 path,
+                target,
+                remote,
+                protocol,
+                id,
+                status: (state & STATUS_MASK) as u16,
+                logged: state & LOGGED != 0,
                 running_for: Duration::from_nanos(now.saturating_sub(slot.started_ns.load(Ordering::Relaxed))),
             });
         }
@@ -207,28 +238,74 @@ impl Board {
 }
 
 impl Slot {
-    /// Records `method mount path` as running on thread `tid`, and marks
-    /// the slot busy.
+    /// Records `facts` as running on thread `tid`, and marks the slot
+    /// busy; returns the slot's new use number.
     ///
     /// # Safety
     /// The caller owns the slot (its thread's lease) and the slot is not
     /// busy, so nothing else reads or writes its text meanwhile.
-    unsafe fn fill(&self, method: &str, mount: &str, path: &str, tid: i32) {
+    unsafe fn fill(&self, facts: &Facts<'_>, tid: i32) -> u64 {
         // SAFETY: the caller guarantees exclusive use of the text.
         let text = unsafe { &mut *self.text.get() };
         let mut at = 0;
-        for (part, len) in [method, mount, path]
-            .into_iter()
-            .zip([&self.method_len, &self.mount_len, &self.path_len])
-        {
-            let count = part.len().min(TEXT - at);
+        for ((part, len), cap) in facts.parts().into_iter().zip(&self.lens).zip(PART_CAP) {
+            let count = part.len().min(cap);
             text[at..at + count].copy_from_slice(&part.as_bytes()[..count]);
             len.store(count as u32, Ordering::Relaxed);
             at += count;
         }
+        let seq = (self.state.load(Ordering::Relaxed) >> SEQ_SHIFT).wrapping_add(1) & 0xffff_ffff;
+        self.state
+            .store(seq << SEQ_SHIFT | u64::from(facts.status), Ordering::Release);
         self.tid.store(tid, Ordering::Relaxed);
         self.started_ns.store(monotonic_ns(), Ordering::Relaxed);
         self.busy.store(1, Ordering::Release);
+        seq
+    }
+
+    /// Sets the status (and the logged mark) of the slot's use `seq`, if
+    /// the slot has not moved on to another request.
+    fn set_state(&self, seq: u64, status: u16, logged: bool) {
+        let new = seq << SEQ_SHIFT | if logged { LOGGED } else { 0 } | u64::from(status);
+        let _ = self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+            (old >> SEQ_SHIFT == seq).then_some(new)
+        });
+    }
+}
+
+/// What a worker's master needs to know about a request inside an app: to
+/// name it when the worker dies, and to write its access-log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts<'a> {
+    /// The request method.
+    pub method: &'a str,
+    /// The mount prefix.
+    pub mount: &'a str,
+    /// `PATH_INFO`.
+    pub path: &'a str,
+    /// The request target, as sent.
+    pub target: &'a str,
+    /// The client's address.
+    pub remote: &'a str,
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub protocol: &'a str,
+    /// The request id.
+    pub id: &'a str,
+    /// The status already sent (a stream handed on to another thread).
+    pub status: u16,
+}
+
+impl Facts<'_> {
+    fn parts(&self) -> [&str; PARTS] {
+        [
+            self.method,
+            self.remote,
+            self.protocol,
+            self.id,
+            self.mount,
+            self.path,
+            self.target,
+        ]
     }
 }
 
@@ -251,6 +328,18 @@ pub struct Request {
     pub mount: String,
     /// `PATH_INFO` (cut to what fits).
     pub path: String,
+    /// The request target (cut to what fits).
+    pub target: String,
+    /// The client's address.
+    pub remote: String,
+    /// The protocol.
+    pub protocol: String,
+    /// The request id.
+    pub id: String,
+    /// The status the client was sent (0: none; its connection was cut).
+    pub status: u16,
+    /// The worker already logged the request (it answered 504).
+    pub logged: bool,
     /// How long it had been inside the app.
     pub running_for: Duration,
 }
@@ -314,14 +403,62 @@ impl Drop for Lease {
 
 thread_local! {
     static LEASE: Lease = Lease::take();
+    /// The request this thread is running inside an app, if any.
+    static CURRENT: std::cell::Cell<Option<Marked>> = const { std::cell::Cell::new(None) };
+}
+
+/// The response head with `status` went to the client of the request this
+/// thread runs (if it is on the board).
+pub fn head_sent(status: u16) {
+    if let Some(marked) = CURRENT.with(std::cell::Cell::get) {
+        marked.head_sent(status);
+    }
 }
 
 /// Marks the current thread as inside an app until dropped.
 #[must_use = "the request is marked until this is dropped"]
-pub struct Entered(Option<&'static Slot>);
+pub struct Entered(Option<Marked>);
 
-/// Marks the current thread as running `method mount path` inside an app.
-pub fn enter(method: &str, mount: &str, path: &str) -> Entered {
+/// A request on the board: its slot and which use of the slot it is.
+#[derive(Clone, Copy)]
+pub struct Marked {
+    slot: &'static Slot,
+    seq: u64,
+}
+
+impl std::fmt::Debug for Marked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Marked").field("seq", &self.seq).finish_non_exhaustive()
+    }
+}
+
+// SAFETY: every field of a slot that several threads touch is atomic; the
+// text is written only by the thread that leased the slot, while it is not
+// busy, and read by the master only after the worker is gone.
+unsafe impl Sync for Slot {}
+
+impl Marked {
+    /// The worker answered the request 504 and logged it; the master
+    /// will not log it again.
+    pub fn answered_by_server(&self, status: u16) {
+        self.slot.set_state(self.seq, status, true);
+    }
+
+    /// The response head with `status` went to the client.
+    pub fn head_sent(&self, status: u16) {
+        self.slot.set_state(self.seq, status, false);
+    }
+}
+
+impl Entered {
+    /// The request's place on the board (none without a board).
+    pub fn marked(&self) -> Option<Marked> {
+        self.0
+    }
+}
+
+/// Marks the current thread as running the request of `facts` inside an app.
+pub fn enter(facts: &Facts<'_>) -> Entered {
     let Some(board) = BOARD.get() else {
         return Entered(None);
     };
@@ -331,14 +468,17 @@ pub fn enter(method: &str, mount: &str, path: &str) -> Entered {
     };
     // SAFETY: this thread owns the slot (its lease), and it is not busy:
     // an `Entered` on this thread would have to be dropped first.
-    unsafe { slot.fill(method, mount, path, gettid()) };
-    Entered(Some(slot))
+    let seq = unsafe { slot.fill(facts, gettid()) };
+    let marked = Marked { slot, seq };
+    CURRENT.with(|current| current.set(Some(marked)));
+    Entered(Some(marked))
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        if let Some(slot) = self.0 {
-            slot.busy.store(0, Ordering::Release);
+        if let Some(marked) = self.0 {
+            CURRENT.with(|current| current.set(None));
+            marked.slot.busy.store(0, Ordering::Release);
         }
     }
 }
@@ -462,12 +602,30 @@ mod tests {
         let master = Board::create(4).unwrap();
         // SAFETY: a second descriptor for the same memfd, as a worker gets.
         let dup = unsafe { OwnedFd::from_raw_fd(libc::dup(master.raw_fd())) };
-        let worker = Board::open(dup).unwrap();
+        let worker: &'static Board = Box::leak(Box::new(Board::open(dup).unwrap()));
         let long_path = "/x".repeat(400);
         for (index, (method, path)) in [("GET", "/a"), ("POST", long_path.as_str())].into_iter().enumerate() {
             let slot = worker.slot(index as u32).unwrap();
+            let facts = Facts {
+                method,
+                mount: "/m",
+                path,
+                target: path,
+                remote: "10.0.0.1",
+                protocol: "HTTP/1.1",
+                id: "abc",
+                status: 0,
+            };
             // SAFETY: the test is the only user of these slots.
-            unsafe { slot.fill(method, "/m", path, 1000 + index as i32) };
+            let seq = unsafe { slot.fill(&facts, 1000 + index as i32) };
+            let marked = Marked { slot, seq };
+            if index == 0 {
+                marked.head_sent(200);
+            } else {
+                marked.answered_by_server(504);
+                // A stale mark (an earlier use of the slot) changes nothing.
+                Marked { slot, seq: seq + 1 }.head_sent(201);
+            }
         }
         worker.header().crash_tid.store(1001, Ordering::Release);
         let snapshot = master.read();
@@ -475,6 +633,10 @@ mod tests {
         assert_eq!(snapshot.requests[0].method, "GET");
         assert_eq!(snapshot.requests[0].path, "/a");
         assert_eq!(snapshot.requests[1].mount, "/m");
+        assert_eq!(snapshot.requests[0].remote, "10.0.0.1");
+        assert_eq!(snapshot.requests[1].id, "abc");
+        assert_eq!((snapshot.requests[0].status, snapshot.requests[0].logged), (200, false));
+        assert_eq!((snapshot.requests[1].status, snapshot.requests[1].logged), (504, true));
         assert!(snapshot.requests[1].path.len() < long_path.len(), "cut to fit");
         assert_eq!(snapshot.culprit, Some(1));
         // SAFETY: a fresh, empty memfd that this test owns.

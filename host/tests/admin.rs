@@ -105,6 +105,16 @@ fn metrics_move_and_health_flips_during_a_stop() {
         .sum();
     assert_eq!(inf, count, "the +Inf bucket holds every request");
     assert!(total(&scrape, "host_worker_resident_memory_bytes", &[]) > 0.0);
+    let calls = total(&scrape, "host_app_calls_total", &[]);
+    assert!(calls >= 36.0, "{calls} app calls counted");
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "host_static_cache_lookups_total"),
+        "no static cache counters"
+    );
+    assert!(scrape.samples.iter().any(|s| s.metric == "host_requests_in_flight"));
     assert_eq!(total(&scrape, "host_worker_starts_total", &[]), 2.0);
     assert_eq!(total(&scrape, "host_ready", &[]), 1.0);
 

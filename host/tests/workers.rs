@@ -73,6 +73,13 @@ fn faults_take_down_only_their_worker() {
         );
         let log = server.wait_for_log(death, Duration::from_secs(5));
         assert!(log.contains(death), "no {death:?} in the log after {path}:\n{log}");
+        // The worker could not log the request; its master did, with the
+        // status the client got (none) and the request's id.
+        let lost = format!("\"GET {path} HTTP/1.1\" 0 0 ");
+        let log = server.wait_for_log(&lost, Duration::from_secs(5));
+        let lines = lines_with(&log, &lost);
+        assert_eq!(lines.len(), 1, "one access line for {path}:\n{log}");
+        assert!(lines[0].contains(" id="), "{}", lines[0]);
         let (tries, took) = until_ok(server.addr, "/", Duration::from_secs(5));
         assert!(alive(&mut server), "the master died after {path}:\n{}", server.log());
         // Exactly one worker was replaced: the other one never stopped.
@@ -132,6 +139,11 @@ fn faults_take_down_only_their_worker() {
         println!("  log: {line}");
     }
     server.stop();
+    // The worker logged its 504; the master, which finds the request still
+    // on the board when the worker is killed, does not log it again.
+    let hung = lines_with(&server.log(), "\"GET /hang HTTP/1.1\"");
+    assert_eq!(hung.len(), 1, "one access line for /hang: {hung:?}");
+    assert!(hung[0].contains("\" 504 "), "{}", hung[0]);
 }
 
 #[test]

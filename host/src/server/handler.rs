@@ -53,6 +53,7 @@ pub async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    let _in_flight = state.metrics.begin();
     let id = request_id::ensure(request.headers_mut(), conn.info.trusted_proxy);
     let facts = state.access_log.facts(request.headers(), id);
     let number = conn.requests.fetch_add(1, Ordering::Relaxed);

@@ -1,10 +1,11 @@
 //! What a serving process counts for `/metrics`: requests by mount and
-//! status class, a latency histogram with fixed buckets, response bytes.
+//! status class, a latency histogram with fixed buckets, response bytes,
+//! requests in flight, and app calls by where they ran.
 //! Plain atomics on the request path (a handful of relaxed adds); a
 //! worker sends a [`Snapshot`] to its master every second, and the master
 //! serves the sum (see `supervisor::admin`).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,29 @@ pub struct ServerMetrics {
     latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_micros: AtomicU64,
     response_bytes: AtomicU64,
+    /// Requests begun and not yet finished.
+    in_flight: AtomicI64,
+    /// App calls made inline, and on an app thread.
+    app_calls: [AtomicU64; 2],
+}
+
+/// Where an app call ran, for [`ServerMetrics::app_call`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallSite {
+    /// On the runtime thread that read the request.
+    Inline,
+    /// On an app thread.
+    Pool,
+}
+
+/// A request counted in flight until dropped.
+#[must_use = "the request counts as in flight until this is dropped"]
+pub struct InFlight<'m>(&'m ServerMetrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A process's figures at one moment, as its master receives them.
@@ -39,6 +63,16 @@ pub struct Snapshot {
     pub latency_seconds: f64,
     /// Response body bytes sent.
     pub response_bytes: u64,
+    /// Requests begun and not yet answered.
+    pub in_flight: u64,
+    /// App calls made inline (on a runtime thread).
+    pub inline_calls: u64,
+    /// App calls made on an app thread.
+    pub pool_calls: u64,
+    /// Static-site lookups answered from the cache.
+    pub static_cache_hits: u64,
+    /// Static-site lookups that went to the disk.
+    pub static_cache_misses: u64,
     /// Connections open now.
     pub connections: u64,
     /// App threads busy now, and requests waiting for one.
@@ -59,7 +93,20 @@ impl ServerMetrics {
             latency: Default::default(),
             latency_micros: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            app_calls: Default::default(),
         }
+    }
+
+    /// Counts a request as in flight while the guard lives.
+    pub fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(self)
+    }
+
+    /// Counts an app call made at `site`.
+    pub fn app_call(&self, site: CallSite) {
+        self.app_calls[site as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts one finished request.
@@ -89,6 +136,9 @@ impl ServerMetrics {
             latency: self.latency.iter().map(|c| c.load(Relaxed)).collect(),
             latency_seconds: self.latency_micros.load(Relaxed) as f64 / 1e6,
             response_bytes: self.response_bytes.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed).max(0) as u64,
+            inline_calls: self.app_calls[CallSite::Inline as usize].load(Relaxed),
+            pool_calls: self.app_calls[CallSite::Pool as usize].load(Relaxed),
             ..Snapshot::default()
         }
     }
@@ -113,7 +163,15 @@ mod tests {
         metrics.observe("/time", 200, 10, Duration::from_micros(300));
         metrics.observe("/time", 503, 5, Duration::from_millis(2));
         metrics.observe(NO_MOUNT, 404, 1, Duration::from_secs(60));
+        metrics.app_call(CallSite::Pool);
+        let in_flight = metrics.begin();
+        assert_eq!(metrics.snapshot().in_flight, 1);
+        drop(in_flight);
         let snapshot = metrics.snapshot();
+        assert_eq!(
+            (snapshot.in_flight, snapshot.inline_calls, snapshot.pool_calls),
+            (0, 0, 1)
+        );
         assert_eq!(snapshot.requests[1], ("/time".to_owned(), [0, 0, 1, 0, 0, 1]));
         assert_eq!(snapshot.requests[0], (String::new(), [0, 0, 0, 0, 1, 0]));
         assert_eq!(snapshot.latency[0], 1);

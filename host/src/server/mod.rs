@@ -115,7 +115,10 @@ impl ServerState {
 
     /// The counters, and the gauges of this moment.
     pub fn snapshot(&self) -> metrics::Snapshot {
+        let (static_cache_hits, static_cache_misses) = self.router.site().map_or((0, 0), |site| site.cache_counts());
         metrics::Snapshot {
+            static_cache_hits,
+            static_cache_misses,
             connections: self.drain.open() as u64,
             app_threads_busy: self.app_threads.busy() as u64,
             app_threads_queued: self.app_threads.queued() as u64,

@@ -348,6 +348,43 @@ impl Collector for Collect {
         )?;
         family(
             e,
+            "host_requests_in_flight",
+            "Requests begun and not yet answered.",
+            MetricType::Gauge,
+            per_worker(|s| s.in_flight),
+        )?;
+        let per_worker_pair = |f: fn(&Snapshot) -> [(&'static str, u64); 2], label: &'static str| {
+            view.workers
+                .iter()
+                .flat_map(move |(pid, s)| {
+                    f(s).map(|(value, n)| {
+                        (
+                            vec![worker(pid), (label.to_owned(), value.to_owned())],
+                            ConstCounter::new(n),
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
+            e,
+            "host_app_calls",
+            "App calls, by where they ran (inline: on a runtime thread; pool: on an app thread).",
+            MetricType::Counter,
+            per_worker_pair(|s| [("inline", s.inline_calls), ("pool", s.pool_calls)], "site"),
+        )?;
+        family(
+            e,
+            "host_static_cache_lookups",
+            "Static-site lookups, by whether the cache answered them.",
+            MetricType::Counter,
+            per_worker_pair(
+                |s| [("hit", s.static_cache_hits), ("miss", s.static_cache_misses)],
+                "result",
+            ),
+        )?;
+        family(
+            e,
             "host_connections",
             "Connections open.",
             MetricType::Gauge,

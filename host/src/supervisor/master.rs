@@ -12,6 +12,7 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::header::HeaderValue;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -27,7 +28,8 @@ use super::staging::{Stage, StageError};
 use crate::app_spec::LibraryRef;
 use crate::config::{BindAddr, Options};
 use crate::error::Failure;
-use crate::inflight::Board;
+use crate::inflight::{self, Board};
+use crate::server::access_log::{AccessLog, Entry, RequestFacts};
 use crate::server::connection::{bind_socket, inherited_sockets, socket_url, Listener};
 use crate::server::static_site::StaticSite;
 use crate::signals::{Event as Signal, Signals};
@@ -81,6 +83,8 @@ struct Master {
     incoming_rx: mpsc::UnboundedReceiver<Incoming>,
     /// What the admin endpoints report.
     admin: Arc<AdminView>,
+    /// Where the lines of requests lost with their worker go.
+    access_log: AccessLog,
 }
 
 impl Master {
@@ -132,6 +136,7 @@ impl Master {
             let listener = Listener::bind(addr).map_err(|e| Failure::input(format!("{e} (option --admin-bind)")))?;
             tokio::spawn(super::admin::serve(listener, admin.clone()));
         }
+        let access_log = AccessLog::new(options.access_log_format);
         Ok(Master {
             options: Arc::new(options),
             exe,
@@ -145,6 +150,7 @@ impl Master {
             incoming_tx,
             incoming_rx,
             admin,
+            access_log,
         })
     }
 
@@ -224,7 +230,9 @@ impl Master {
             }
             Incoming::Exited(worker, status) => {
                 let process = self.processes.remove(&worker)?;
-                let death = death(status, &process.board);
+                let snapshot = process.board.read();
+                log_lost_requests(&self.access_log, &snapshot);
+                let death = death(status, snapshot);
                 self.admin.worker_exited(process.pid, death.exit.is_clean());
                 Some(Event::Exited(worker, death))
             }
@@ -355,15 +363,38 @@ fn tell(process: &Process, message: &MasterMessage) {
     }
 }
 
+/// Writes the access-log lines of the requests a dead worker held inside
+/// an app (it could not), with the status their clients got: 0 when the
+/// connection was cut before a response head. A request the worker
+/// already answered 504 was logged by it.
+fn log_lost_requests(access_log: &AccessLog, snapshot: &inflight::Snapshot) {
+    for request in snapshot.requests.iter().filter(|r| !r.logged) {
+        let facts = RequestFacts {
+            id: HeaderValue::from_str(&request.id).unwrap_or(HeaderValue::from_static("-")),
+            referer: None,
+            user_agent: None,
+        };
+        access_log.record(&Entry {
+            remote: &request.remote,
+            method: &request.method,
+            target: &request.target,
+            protocol: &request.protocol,
+            status: request.status,
+            bytes: 0,
+            duration: request.running_for,
+            facts: &facts,
+        });
+    }
+}
+
 /// How a worker ended and what its board says it was doing.
-fn death(status: ExitStatus, board: &Board) -> Death {
+fn death(status: ExitStatus, snapshot: inflight::Snapshot) -> Death {
     use std::os::unix::process::ExitStatusExt;
     let exit = match (status.code(), status.signal()) {
         (Some(code), _) => Exit::Code(code),
         (None, Some(signal)) => Exit::Signal(signal),
         _ => Exit::Code(-1),
     };
-    let snapshot = board.read();
     if snapshot.overflow > 0 {
         log::debug!("{} requests were not on the in-flight board", snapshot.overflow);
     }

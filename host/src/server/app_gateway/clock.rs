@@ -2,9 +2,11 @@
 //! the time the app spent waiting for the client (reading a slow request
 //! body, or handing a response to a client that reads slowly). `--timeout`
 //! is measured on this clock, so a slow client never makes an app look
-//! stuck.
+//! stuck. The clock also knows where the request sits on the in-flight
+//! board, so the master knows a 504 was answered (and logged) already.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// One request's time in the app.
@@ -17,6 +19,8 @@ pub struct AppClock {
     waiting_since: AtomicU64,
     /// The client was already answered 504; the app's own answer is late.
     timed_out: AtomicBool,
+    /// The request's place on the in-flight board, once on it.
+    board: OnceLock<crate::inflight::Marked>,
 }
 
 impl AppClock {
@@ -27,6 +31,7 @@ impl AppClock {
             waited_ns: AtomicU64::new(0),
             waiting_since: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
+            board: OnceLock::new(),
         }
     }
 
@@ -69,9 +74,18 @@ impl AppClock {
         }
     }
 
-    /// Marks the request as answered 504.
+    /// Notes where the request sits on the in-flight board.
+    pub fn on_board(&self, marked: crate::inflight::Marked) {
+        let _ = self.board.set(marked);
+    }
+
+    /// Marks the request as answered 504 (here and on the board: the
+    /// worker logs it, the master need not).
     pub fn time_out(&self) {
         self.timed_out.store(true, Ordering::Release);
+        if let Some(marked) = self.board.get() {
+            marked.answered_by_server(504);
+        }
     }
 
     /// Whether the request was answered 504.

@@ -35,6 +35,7 @@ use super::access_log::{target_of, Entry, RequestFacts};
 use super::body::Body;
 use super::call_policy::{CallPolicy, CallReport, Placement, RouteId};
 use super::connection::ConnInfo;
+use super::metrics::CallSite;
 use super::strict::wire::Verdicts;
 use super::stuck_calls::InlineCall;
 use super::{responses, router, ServerState};
@@ -118,7 +119,7 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
             };
             let (response_tx, response_rx) = oneshot::channel();
             let exchange = Exchange::new(sink(Delivery::Send(Some(response_tx))), reader);
-            on_pool(call.clone_ref(), parts, clock.clone(), move |call, parts| {
+            on_pool(call.clone_ref(), parts, clock.clone(), 0, move |call, parts| {
                 let called = call_app(call, parts, exchange, Placement::Pool);
                 (called, Some(permit))
             });
@@ -165,7 +166,7 @@ impl AppCall {
 /// streamed one is pulled on a blocking thread (without an app-thread
 /// permit: inline calls are bounded by the runtime threads already).
 fn call_inline(call: &AppCall, parts: &Parts, exchange: HttpExchange) -> Answer {
-    let _inflight = inflight::enter(parts.method.as_str(), &call.mount, &call.path_info);
+    let _inflight = on_board(call, parts, 0);
     let mut called = {
         let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path(), &call.policy, call.route);
         call_app(call, parts, exchange, Placement::Inline)
@@ -173,7 +174,11 @@ fn call_inline(call: &AppCall, parts: &Parts, exchange: HttpExchange) -> Answer 
     if called.streams() {
         let answer = called.sink_mut().hand_off();
         let clock = called.sink_mut().clock();
-        on_pool::<_, ()>(call.clone_ref(), parts.clone(), clock, move |_, _| (called, None));
+        let sent = match &answer {
+            Answer::Ready(response) => response.status().as_u16(),
+            Answer::Later(_) => 0,
+        };
+        on_pool::<_, ()>(call.clone_ref(), parts.clone(), clock, sent, move |_, _| (called, None));
         return answer;
     }
     Answer::Ready(finish(call, parts, called).take_response().unwrap_or_else(no_response))
@@ -186,10 +191,26 @@ fn no_response() -> Response<Body> {
     )
 }
 
+/// Puts the request on the in-flight board while the app has it, with the
+/// status its client was already `sent` (0: none).
+fn on_board(call: &AppCall, parts: &Parts, sent: u16) -> inflight::Entered {
+    inflight::enter(&inflight::Facts {
+        method: parts.method.as_str(),
+        mount: &call.mount,
+        path: &call.path_info,
+        target: &target_of(&parts.uri),
+        remote: &call.conn.remote_addr,
+        protocol: protocol(parts.version),
+        id: call.facts.id.to_str().unwrap_or("-"),
+        status: sent,
+    })
+}
+
 /// Runs `job` (which calls the app, or has) on a blocking thread, then
 /// sends the body; a watchdog task notices if the request outlives the
-/// deadline inside the app, by `clock`.
-fn on_pool<F, P>(call: AppCall, parts: Parts, clock: Arc<AppClock>, job: F)
+/// deadline inside the app, by `clock`. The client was already `sent` a
+/// head with that status (0: none).
+fn on_pool<F, P>(call: AppCall, parts: Parts, clock: Arc<AppClock>, sent: u16, job: F)
 where
     F: FnOnce(&AppCall, &Parts) -> (Called<HttpSink, BodyReader>, Option<P>) + Send + 'static,
     P: Send + 'static,
@@ -197,8 +218,12 @@ where
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let (deadline, retire) = (call.state.limits.request_timeout.0, call.state.retire.clone());
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+    let board_clock = clock.clone();
     tokio::task::spawn_blocking(move || {
-        let _inflight = inflight::enter(parts.method.as_str(), &call.mount, &call.path_info);
+        let inflight = on_board(&call, &parts, sent);
+        if let Some(marked) = inflight.marked() {
+            board_clock.on_board(marked);
+        }
         let (called, permit) = job(&call, &parts);
         drop(finish(&call, &parts, called));
         drop(permit);
@@ -227,6 +252,10 @@ fn call_app(
     placement: Placement,
 ) -> Called<HttpSink, BodyReader> {
     let started = Instant::now();
+    call.state.metrics.app_call(match placement {
+        Placement::Inline => CallSite::Inline,
+        Placement::Pool => CallSite::Pool,
+    });
     let mut called = with_environ(call, parts, |vars, headers| exchange.call(&call.app, vars, headers));
     let whole = !called.streams() && !called.sink_mut().streamed();
     let report = CallReport {

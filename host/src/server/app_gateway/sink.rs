@@ -108,11 +108,15 @@ impl HttpSink {
                 *slot = Some(response);
                 Ok(())
             }
-            Delivery::Send(tx) => tx
-                .take()
-                .ok_or("response head sent twice")?
-                .send(response)
-                .map_err(|_| self.went_away()),
+            Delivery::Send(tx) => {
+                let status = response.status().as_u16();
+                tx.take()
+                    .ok_or("response head sent twice")?
+                    .send(response)
+                    .map_err(|_| self.went_away())?;
+                crate::inflight::head_sent(status);
+                Ok(())
+            }
             Delivery::Held(Some(_)) => Err("response head sent twice".to_owned()),
         }
     }

@@ -7,6 +7,7 @@
 //! bound would be passed, the cache starts over.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,9 @@ const MAX_BYTES: usize = 64 << 20;
 #[derive(Default)]
 pub struct SiteCache {
     inner: RwLock<Entries>,
+    /// Lookups answered from the cache, and ones that went to the disk.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 #[derive(Default)]
@@ -42,14 +46,23 @@ impl SiteCache {
         let stale = {
             let entries = self.inner.read().unwrap_or_else(|e| e.into_inner());
             match entries.by_path.get(path) {
-                Some((checked, lookup)) if now.duration_since(*checked) < FRESH_FOR => return lookup.clone(),
+                Some((checked, lookup)) if now.duration_since(*checked) < FRESH_FOR => {
+                    self.hits.fetch_add(1, Relaxed);
+                    return lookup.clone();
+                }
                 Some((_, Lookup::File(file))) => Some(file.clone()),
                 _ => None,
             }
         };
+        self.misses.fetch_add(1, Relaxed);
         let lookup = resolve(stale.as_deref());
         self.insert(path, now, lookup.clone());
         lookup
+    }
+
+    /// Lookups answered from the cache, and ones that went to the disk.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
     fn insert(&self, path: &str, checked: Instant, lookup: Lookup) {

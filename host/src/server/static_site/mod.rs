@@ -71,6 +71,11 @@ impl StaticSite {
         self.cache.get_or_resolve(path, |previous| self.resolve(path, previous))
     }
 
+    /// Lookups answered from the cache, and ones that went to the disk.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
+    }
+
     /// Resolves a path on disk. `..` segments, backslashes, NUL and
     /// symlinks leading out of the root never resolve.
     fn resolve(&self, path: &str, previous: Option<&StaticFile>) -> Lookup {
