@@ -271,6 +271,76 @@ fn forwarded_headers_count_only_from_trusted_proxies() {
     assert_eq!(environ(&report, "wsgi.url_scheme"), "http");
 }
 
+#[test]
+fn proxy_protocol_headers_name_the_client_on_kept_alive_connections() {
+    let server = echo_server(&["--proxy-protocol"]);
+    // v1, then two requests on the same connection.
+    let mut conn = server.connect();
+    conn.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n");
+    for _ in 0..2 {
+        conn.send(&request_bytes("GET", "/who", &[], b""));
+        let report = echo_json(&conn.read_response());
+        assert_eq!(environ(&report, "REMOTE_ADDR"), "203.0.113.7");
+        assert_eq!(environ(&report, "REMOTE_PORT"), "51234");
+    }
+    // v2 (PROXY, TCP over IPv6) in the same packet as the request.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    v2.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    v2.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    v2.extend_from_slice(&[0x1f, 0x90, 0x00, 0x50]);
+    v2.extend_from_slice(&request_bytes("GET", "/who", &[], b""));
+    let mut conn = server.connect();
+    conn.send(&v2);
+    let report = echo_json(&conn.read_response());
+    assert_eq!(environ(&report, "REMOTE_ADDR"), "2001:db8::1");
+    assert_eq!(environ(&report, "REMOTE_PORT"), "8080");
+    // The client behind the proxy is not a trusted proxy itself: its
+    // X-Forwarded-For is ignored.
+    let mut conn = server.connect();
+    conn.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n");
+    conn.send(&request_bytes("GET", "/who", &[("X-Forwarded-For", "6.6.6.6")], b""));
+    assert_eq!(environ(&echo_json(&conn.read_response()), "REMOTE_ADDR"), "203.0.113.7");
+    // Ten connections without a header, or with a broken one: each is
+    // closed without a response, and the server keeps serving.
+    for attempt in 0..10 {
+        let mut conn = server.connect();
+        let sent: &[u8] = match attempt % 2 {
+            0 => b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n",
+            _ => b"PROXY TCP4 999.1.1.1 10.0.0.1 1 2\r\n",
+        };
+        conn.send(sent);
+        let closed = conn.closed_within(Duration::from_secs(10));
+        assert!(
+            closed.is_ok() && conn.leftover().is_empty(),
+            "attempt {attempt}: {closed:?}, {:?}",
+            conn.leftover()
+        );
+    }
+    let mut conn = server.connect();
+    conn.send(b"PROXY UNKNOWN\r\n");
+    conn.send(&request_bytes("GET", "/who", &[], b""));
+    assert_eq!(environ(&echo_json(&conn.read_response()), "REMOTE_ADDR"), "127.0.0.1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines_with_text(&server.log(), "(option --proxy-protocol)") < 10 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.log();
+    assert_eq!(lines_with_text(&log, "(option --proxy-protocol)"), 10, "{log}");
+
+    // From a peer outside --forwarded-allow-ips, no header is believed.
+    let untrusted = echo_server(&["--proxy-protocol", "--forwarded-allow-ips", "10.0.0.0/8"]);
+    let mut conn = untrusted.connect();
+    conn.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n");
+    conn.send(&request_bytes("GET", "/who", &[], b""));
+    assert!(conn.closed_within(Duration::from_secs(10)).is_ok());
+    let log = untrusted.wait_for_log("only from --forwarded-allow-ips", Duration::from_secs(5));
+    assert!(log.contains("only from --forwarded-allow-ips"), "{log}");
+}
+
+fn lines_with_text(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
 // ---------------------------------------------------------- static files
 
 #[test]

@@ -62,6 +62,14 @@ pub struct Options {
     #[serde(with = "one_or_many")]
     pub forwarded_allow_ips: Vec<ProxyNet>,
 
+    /// Every connection on the --bind addresses starts with a PROXY
+    /// protocol header (v1 or v2, as HAProxy or a TCP load balancer sends
+    /// it), taken only from --forwarded-allow-ips peers; it names the
+    /// client.
+    #[arg(long, env = "HOST_PROXY_PROTOCOL", value_parser = BoolishValueParser::new())]
+    #[serde(default)]
+    pub proxy_protocol: bool,
+
     /// Where the master serves /healthz, /readyz and /metrics (HOST:PORT,
     /// a bare PORT or unix:PATH); off by default. Keep it off public
     /// networks.

@@ -9,8 +9,9 @@
 //!   call runs, [`stuck_calls`] notices inline calls past the timeout.
 //! - [`access_log`], [`metrics`], [`body`], [`responses`]: what every
 //!   response needs.
-//! - [`forwarded`]: the client behind a trusted proxy; [`request_id`]:
-//!   every request's id.
+//! - [`forwarded`]: the client behind a trusted proxy (and
+//!   [`proxy_protocol`] behind a TCP balancer); [`request_id`]: every
+//!   request's id.
 //! - [`drain`]: stopping without dropping requests; [`memory`]: giving
 //!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
@@ -25,6 +26,7 @@ pub mod forwarded;
 pub mod handler;
 pub mod memory;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod quarantined;
 pub mod request_id;
 pub mod responses;
@@ -63,6 +65,8 @@ pub struct ServerState {
     pub metrics: metrics::ServerMetrics,
     /// Whose forwarding headers are believed.
     pub proxies: forwarded::TrustedProxies,
+    /// Connections start with a PROXY protocol header (`--proxy-protocol`).
+    pub proxy_protocol: bool,
     /// Open connections, and the drain when stopping.
     pub drain: Arc<Drain>,
     /// Retires this process (a request stuck in the app, a recycling
@@ -208,55 +212,109 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
             }
         };
         let tracked = drain.track();
-        let verdicts = Arc::new(Verdicts::default());
-        let scanner = Scanner::new(
-            state.limits.max_body_size.0,
-            state.limits.max_header_size.0 as usize,
-            state.limits.max_headers,
-            verdicts.clone(),
-        );
-        let stream = Guarded::new(stream, scanner);
-        let mut info = info;
-        info.trusted_proxy = state.proxies.trusts_peer(&info.remote_addr);
-        let connection = Arc::new(Connection::new(info, verdicts));
-        let (state, drain) = (state.clone(), drain.clone());
-        let service = {
-            let drain = drain.clone();
-            service_fn(move |request| {
-                let response = handler::handle(state.clone(), connection.clone(), request);
-                let drain = drain.clone();
-                async move {
-                    let mut response = response.await?;
-                    if drain.is_draining() {
-                        response
-                            .headers_mut()
-                            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    Ok::<_, Infallible>(response)
-                }
-            })
-        };
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let (state, drain, builder) = (state.clone(), drain.clone(), builder.clone());
         tokio::spawn(async move {
             let _tracked = tracked;
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = drain.began() => {
-                    // A request may be on its way: give it the grace to
-                    // arrive (it is answered with `Connection: close`).
-                    tokio::select! {
-                        result = connection.as_mut() => result,
-                        () = tokio::time::sleep(drain::IDLE_GRACE) => {
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
-                        }
-                    }
-                }
+            let Some((stream, info)) = proxied(stream, info, &state).await else {
+                return;
             };
-            if let Err(e) = result {
-                log::debug!("connection ended with an error: {e}");
-            }
+            serve_connection(stream, info, state, drain, builder).await;
         });
+    }
+}
+
+/// With `--proxy-protocol`, reads the PROXY header of a trusted peer's
+/// connection and takes the client's address from it; `None` (the
+/// connection is closed) for an untrusted peer or a bad header.
+async fn proxied(
+    stream: Box<dyn connection::Stream>,
+    mut info: connection::ConnInfo,
+    state: &ServerState,
+) -> Option<(Box<dyn connection::Stream>, connection::ConnInfo)> {
+    if !state.proxy_protocol {
+        info.trusted_proxy = state.proxies.trusts_peer(&info.remote_addr);
+        return Some((stream, info));
+    }
+    if !state.proxies.trusts_peer(&info.remote_addr) {
+        log::warn!(
+            "closed a connection from {}: PROXY headers are taken only from --forwarded-allow-ips",
+            info.remote_addr
+        );
+        return None;
+    }
+    let mut stream = stream;
+    match proxy_protocol::read_header(&mut stream, state.limits.header_timeout.0).await {
+        Ok((source, rest)) => {
+            if let proxy_protocol::Source::Client(client) = source {
+                info.remote_addr = client.ip().to_string();
+                info.remote_port = client.port().to_string();
+            }
+            // The client's own forwarding headers are believed only if it
+            // is itself a trusted proxy.
+            info.trusted_proxy = state.proxies.trusts_peer(&info.remote_addr);
+            Some((Box::new(proxy_protocol::Rewound::new(rest, stream)), info))
+        }
+        Err(e) => {
+            log::warn!(
+                "closed a connection from {}: {e} (option --proxy-protocol)",
+                info.remote_addr
+            );
+            None
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one accepted connection until it closes or the
+/// drain ends it.
+async fn serve_connection(
+    stream: Box<dyn connection::Stream>,
+    info: connection::ConnInfo,
+    state: Arc<ServerState>,
+    drain: Arc<Drain>,
+    builder: http1::Builder,
+) {
+    let verdicts = Arc::new(Verdicts::default());
+    let scanner = Scanner::new(
+        state.limits.max_body_size.0,
+        state.limits.max_header_size.0 as usize,
+        state.limits.max_headers,
+        verdicts.clone(),
+    );
+    let stream = Guarded::new(stream, scanner);
+    let connection = Arc::new(Connection::new(info, verdicts));
+    let service = {
+        let drain = drain.clone();
+        service_fn(move |request| {
+            let response = handler::handle(state.clone(), connection.clone(), request);
+            let drain = drain.clone();
+            async move {
+                let mut response = response.await?;
+                if drain.is_draining() {
+                    response
+                        .headers_mut()
+                        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = drain.began() => {
+            // A request may be on its way: give it the grace to
+            // arrive (it is answered with `Connection: close`).
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = tokio::time::sleep(drain::IDLE_GRACE) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        log::debug!("connection ended with an error: {e}");
     }
 }

@@ -129,6 +129,7 @@ pub fn server_state(options: &Options, retire: Retire, request_limit: Option<u64
         access_log: Arc::new(AccessLog::new(options.access_log_format)),
         drain: Arc::default(),
         proxies: TrustedProxies::new(&options.forwarded_allow_ips),
+        proxy_protocol: options.proxy_protocol,
         metrics: ServerMetrics::new(options.apps().iter().map(|m| m.prefix.as_str())),
         retire,
         request_budget: RequestBudget::new(request_limit),
