@@ -484,6 +484,58 @@ fn ranges_get_206_or_416() {
 }
 
 #[test]
+fn large_files_are_sent_whole_and_in_ranges_on_kept_alive_connections() {
+    let dir = TempDir::new("large-files");
+    let content: Vec<u8> = (0..3_000_017u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(dir.join("big.bin"), &content).unwrap();
+    std::fs::write(dir.join("shrinks.bin"), &content).unwrap();
+    let server = Server::builder()
+        .args(["--static-dir", dir.path().to_str().unwrap()])
+        .start();
+    let len = content.len();
+    let mut conn = server.connect();
+    for round in 0..10 {
+        let whole = conn.get("/big.bin");
+        assert_eq!(whole.status, 200, "round {round}");
+        assert!(whole.body == content, "round {round}: the bytes differ");
+        let start = 70_000 * round + 1;
+        let range = format!("bytes={start}-{}", start + 99_999);
+        conn.send(&request_bytes("GET", "/big.bin", &[("Range", &range)], b""));
+        let part = conn.read_response();
+        assert_eq!(part.status, 206);
+        assert!(
+            part.body == content[start..start + 100_000],
+            "round {round}: the range differs"
+        );
+        conn.send(&request_bytes("HEAD", "/big.bin", &[], b""));
+        let head = conn.read_response_for("HEAD");
+        assert_eq!(head.header("content-length"), Some(len.to_string().as_str()));
+    }
+    assert!(conn.leftover().is_empty());
+
+    // A file cut short after it was looked up: the response cannot keep
+    // its promised length, so the connection ends early; the server
+    // keeps serving.
+    let mut conn = server.connect();
+    assert_eq!(conn.get("/shrinks.bin").status, 200);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("shrinks.bin"))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    conn.send(&request_bytes("GET", "/shrinks.bin", &[], b""));
+    assert!(
+        conn.closed_within(Duration::from_secs(10)).is_ok(),
+        "the cut response did not end"
+    );
+    let fresh = server.get("/big.bin");
+    assert!(fresh.status == 200 && fresh.body == content);
+}
+
+#[test]
 fn head_sends_headers_without_a_body() {
     let server = Server::start::<&str>([]);
     let mut conn = server.connect();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
+use super::zero_copy::ZeroCopy;
 use crate::config::BindAddr;
 
 /// The connection facts an app sees, formatted once per connection.
@@ -126,7 +127,7 @@ impl Listener {
                     server_port: local.port().to_string(),
                     trusted_proxy: false,
                 };
-                Ok((Box::new(stream), info))
+                Ok((Box::new(ZeroCopy::new(stream)), info))
             }
             Listener::Unix(listener, path, _) => {
                 let (stream, _) = listener.accept().await?;
@@ -134,7 +135,7 @@ impl Listener {
                     server_name: path.display().to_string(),
                     ..ConnInfo::default()
                 };
-                Ok((Box::new(stream), info))
+                Ok((Box::new(ZeroCopy::new(stream)), info))
             }
         }
     }

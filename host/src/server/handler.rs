@@ -113,7 +113,7 @@ async fn route(
         Err(refusal) => return server(responses::refusal(&refusal), request),
     };
     let response = match state.router.route(&method, &path) {
-        Route::File(file) => static_site::serve_file(&method, request.headers(), &file).await,
+        Route::File(file) => static_site::serve_file(&method, request.headers(), &file),
         Route::AddSlash => {
             // One leading slash: "//name/" would send the browser to another host.
             let path = request.uri().path().trim_start_matches('/');
@@ -130,7 +130,7 @@ async fn route(
             ),
         ),
         Route::NotFound => match state.router.site() {
-            Some(site) => site.not_found(&method).await,
+            Some(site) => site.not_found(&method),
             None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
         },
         Route::App { mount, path_info } => match state.quarantined.remaining(&mount.prefix, &path_info, started) {

@@ -15,6 +15,7 @@
 //! - [`drain`]: stopping without dropping requests; [`memory`]: giving
 //!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
+//! - [`zero_copy`]: large files sent with `sendfile`.
 
 pub mod access_log;
 pub mod app_gateway;
@@ -35,6 +36,7 @@ pub mod startup;
 pub mod static_site;
 pub mod strict;
 pub mod stuck_calls;
+pub mod zero_copy;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! [`StaticFile`]: a file of the site as found on disk, with what serving
-//! it needs (validators, Content-Type) and, when small, its bytes.
+//! it needs (validators, Content-Type) and its bytes: read into memory when
+//! small, mapped (and sent with `sendfile`, see `server::zero_copy`) when
+//! large.
 
 use std::fs::File;
 use std::io;
@@ -10,9 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use hyper::header::HeaderValue;
 
-/// Files up to this size are read in one go (and kept in the cache);
-/// larger ones are streamed.
-pub const WHOLE_FILE_LIMIT: u64 = 1 << 20;
+use crate::server::zero_copy::map_file;
+
+/// Files up to this size are read into memory (and kept in the cache);
+/// larger ones are mapped and sent from the page cache.
+pub const IN_MEMORY_LIMIT: u64 = 64 << 10;
 
 /// A file of the site as found on disk: its validators, type and (when
 /// small) its bytes.
@@ -26,13 +30,32 @@ pub struct StaticFile {
     pub(super) etag: HeaderValue,
     pub(super) last_modified: HeaderValue,
     pub(super) content_type: HeaderValue,
-    /// The whole file, when it is at most [`WHOLE_FILE_LIMIT`].
-    pub(super) content: Option<Bytes>,
+    /// The whole file.
+    pub(super) content: Content,
+}
+
+/// A file's bytes.
+#[derive(Debug, Clone)]
+pub(super) enum Content {
+    /// Read into memory: files up to [`IN_MEMORY_LIMIT`].
+    InMemory(Bytes),
+    /// Mapped: larger files, sent with `sendfile`.
+    Mapped(Bytes),
+}
+
+impl Content {
+    /// The bytes, however held.
+    pub(super) fn bytes(&self) -> &Bytes {
+        match self {
+            Content::InMemory(bytes) | Content::Mapped(bytes) => bytes,
+        }
+    }
 }
 
 impl StaticFile {
-    /// Reads what serving `path` needs; the bytes of a small file are read
-    /// unless `previous` is the same file with its bytes already in hand.
+    /// Reads what serving `path` needs: the bytes of a small file are read,
+    /// a large one is mapped, unless `previous` is the same file with its
+    /// bytes already in hand.
     pub(super) fn open(
         path: PathBuf,
         meta: &std::fs::Metadata,
@@ -42,8 +65,10 @@ impl StaticFile {
         let identity = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
         let content = match previous.filter(|p| p.identity == identity && p.path == path) {
             Some(previous) => previous.content.clone(),
-            None if meta.len() <= WHOLE_FILE_LIMIT => Some(read_exact_at(&File::open(&path)?, 0, meta.len() as usize)?),
-            None => None,
+            None if meta.len() <= IN_MEMORY_LIMIT => {
+                Content::InMemory(read_exact_at(&File::open(&path)?, 0, meta.len() as usize)?)
+            }
+            None => Content::Mapped(map_file(File::open(&path)?, meta.len())?),
         };
         let secs = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(StaticFile {
@@ -58,9 +83,12 @@ impl StaticFile {
         })
     }
 
-    /// Bytes held in memory for this file.
+    /// Bytes held in memory for this file (a mapping is the page cache's).
     pub fn cached_bytes(&self) -> usize {
-        self.content.as_ref().map_or(0, Bytes::len)
+        match &self.content {
+            Content::InMemory(bytes) => bytes.len(),
+            Content::Mapped(_) => 0,
+        }
     }
 }
 
@@ -83,7 +111,7 @@ fn content_type(path: &Path) -> String {
 }
 
 /// `count` bytes of `file` from `offset`.
-pub(super) fn read_exact_at(file: &File, offset: u64, count: usize) -> io::Result<Bytes> {
+fn read_exact_at(file: &File, offset: u64, count: usize) -> io::Result<Bytes> {
     let mut buf = BytesMut::zeroed(count);
     file.read_exact_at(&mut buf, offset)?;
     Ok(buf.freeze())

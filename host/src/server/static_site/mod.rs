@@ -119,11 +119,11 @@ impl StaticSite {
     }
 
     /// The site's `404.html` with status 404 (a plain text one if absent).
-    pub async fn not_found(&self, method: &Method) -> Response<Body> {
+    pub fn not_found(&self, method: &Method) -> Response<Body> {
         let Lookup::File(page) = self.lookup("/404.html") else {
             return responses::error(StatusCode::NOT_FOUND, "no such page");
         };
-        let mut response = serve_file(method, &HeaderMap::new(), &page).await;
+        let mut response = serve_file(method, &HeaderMap::new(), &page);
         if response.status() == StatusCode::OK {
             *response.status_mut() = StatusCode::NOT_FOUND;
             for validator in [header::ETAG, header::LAST_MODIFIED, header::ACCEPT_RANGES] {

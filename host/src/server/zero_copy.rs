@@ -1,0 +1,292 @@
+//! Zero-copy file bodies: a large file is mapped ([`map_file`]) and its
+//! bytes travel as an ordinary [`Bytes`] through hyper, but when hyper
+//! hands such a slice to the socket, [`ZeroCopy`] recognises it and has the
+//! kernel send it from the page cache with `sendfile(2)` — the bytes never
+//! pass through user space, and nothing reads the mapping.
+//!
+//! The mapping is what makes this safe rather than clever: were a slice
+//! ever written some other way (copied into a buffer, sent over TLS), it
+//! still holds the file's real bytes. A registry of live mappings lets the
+//! socket side find a slice's file and offset; a mapping leaves it when its
+//! last `Bytes` is dropped, which is never while hyper is writing it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::RwLock;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// Slices shorter than this are written as usual (a registry lookup and a
+/// syscall of their own would cost more than the copy).
+const MIN_SENDFILE: usize = 16 << 10;
+
+/// Live mappings by start address: their length and the file's descriptor.
+static MAPPINGS: RwLock<BTreeMap<usize, (usize, RawFd)>> = RwLock::new(BTreeMap::new());
+
+/// A read-only shared mapping of a whole file, and the open file.
+struct Mapping {
+    base: *const u8,
+    len: usize,
+    file: File,
+}
+
+// SAFETY: the mapping is read-only memory valid until `drop`; nothing
+// writes through `base`.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `base` points at `len` mapped, readable bytes until drop.
+        unsafe { std::slice::from_raw_parts(self.base, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        MAPPINGS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(self.base as usize));
+        // SAFETY: unmaps exactly the mapping made in `map_file`; no `Bytes`
+        // over it is left (this is its owner's drop).
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// The whole of `file` (`len` bytes, more than zero) as [`Bytes`] that
+/// [`ZeroCopy`] sends with `sendfile`.
+pub fn map_file(file: File, len: u64) -> io::Result<Bytes> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: a new private read-only mapping of our own open file; the
+    // result is checked for failure below.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mapping = Mapping {
+        base: base as *const u8,
+        len,
+        file,
+    };
+    MAPPINGS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(base as usize, (len, mapping.file.as_raw_fd()));
+    Ok(Bytes::from_owner(mapping))
+}
+
+/// The file and offset behind `slice`, if it lies in a live mapping.
+fn file_of(slice: &[u8]) -> Option<(RawFd, u64)> {
+    if slice.len() < MIN_SENDFILE {
+        return None;
+    }
+    let start = slice.as_ptr() as usize;
+    let mappings = MAPPINGS.read().unwrap_or_else(|e| e.into_inner());
+    let (&base, &(len, fd)) = mappings.range(..=start).next_back()?;
+    (start + slice.len() <= base + len).then_some((fd, (start - base) as u64))
+}
+
+/// A socket `sendfile` can write to without blocking the runtime.
+pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin {
+    /// Waits until the socket may be writable.
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Runs a non-blocking write; `WouldBlock` clears the readiness.
+    fn try_write_with<R>(&self, write: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+impl Socket for TcpStream {
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_write_ready(cx)
+    }
+    fn try_write_with<R>(&self, write: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(Interest::WRITABLE, write)
+    }
+}
+
+impl Socket for UnixStream {
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_write_ready(cx)
+    }
+    fn try_write_with<R>(&self, write: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(Interest::WRITABLE, write)
+    }
+}
+
+/// A socket that sends mapped file slices with `sendfile`.
+pub struct ZeroCopy<S>(S);
+
+impl<S: Socket> ZeroCopy<S> {
+    /// Wraps an accepted socket.
+    pub fn new(socket: S) -> ZeroCopy<S> {
+        ZeroCopy(socket)
+    }
+
+    /// Sends up to `count` bytes of `fd` from `offset`.
+    fn poll_sendfile(&mut self, cx: &mut Context<'_>, fd: RawFd, offset: u64, count: usize) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_writable(cx))?;
+            let socket = self.0.as_raw_fd();
+            let sent = self.0.try_write_with(|| {
+                let mut offset = offset as libc::off_t;
+                // SAFETY: both descriptors are open (the socket is ours; the
+                // file belongs to a mapping that a `Bytes` being written
+                // keeps alive) and `offset` is a valid off_t to update.
+                let sent = unsafe { libc::sendfile(socket, fd, &mut offset, count) };
+                if sent < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(sent as usize)
+                }
+            });
+            match sent {
+                // The file shrank under us: the promised length cannot be sent.
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+                Ok(sent) => return Poll::Ready(Ok(sent)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<S: Socket> AsyncRead for ZeroCopy<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<S: Socket> AsyncWrite for ZeroCopy<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match file_of(buf) {
+            Some((fd, offset)) => this.poll_sendfile(cx, fd, offset, buf.len()),
+            None => Pin::new(&mut this.0).poll_write(cx, buf),
+        }
+    }
+
+    /// Plain slices before the first mapped one go out in one `writev`;
+    /// a mapped slice at the front goes out with `sendfile`.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let first_mapped = bufs.iter().position(|buf| file_of(buf).is_some());
+        match first_mapped {
+            Some(0) => {
+                let (fd, offset) = file_of(&bufs[0]).expect("found just now");
+                this.poll_sendfile(cx, fd, offset, bufs[0].len())
+            }
+            Some(plain) => Pin::new(&mut this.0).poll_write_vectored(cx, &bufs[..plain]),
+            None => Pin::new(&mut this.0).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn temp_file(bytes: &[u8]) -> File {
+        let path = std::env::temp_dir().join(format!("zero-copy-{}-{}", std::process::id(), bytes.len()));
+        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
+    #[test]
+    fn slices_of_a_mapping_lead_back_to_the_file() {
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mapped = map_file(temp_file(&content), content.len() as u64).unwrap();
+        assert_eq!(&mapped[..], &content[..], "the mapping holds the file's bytes");
+        let part = mapped.slice(50_000..120_000);
+        let (_, offset) = file_of(&part).expect("a mapped slice");
+        assert_eq!(offset, 50_000);
+        assert!(
+            file_of(&mapped.slice(0..100)).is_none(),
+            "small slices are written as usual"
+        );
+        assert!(file_of(&content[..]).is_none(), "other memory is not a mapping");
+        let base = mapped.as_ptr() as usize;
+        drop((mapped, part));
+        assert!(!MAPPINGS.read().unwrap().contains_key(&base), "unregistered on drop");
+    }
+
+    #[tokio::test]
+    async fn mapped_slices_arrive_whole_between_plain_ones() {
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mapped = map_file(temp_file(&content), content.len() as u64).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let mut socket = ZeroCopy::new(server);
+        let mut expected = b"head\r\n".to_vec();
+        expected.extend_from_slice(&content[1000..2_500_000]);
+        expected.extend_from_slice(b"tail");
+        let mut parts = [
+            Bytes::from_static(b"head\r\n"),
+            mapped.slice(1000..2_500_000),
+            Bytes::from_static(b"tail"),
+        ];
+        let mut at = 0;
+        while at < parts.len() {
+            let slices: Vec<IoSlice<'_>> = parts[at..].iter().map(|p| IoSlice::new(p)).collect();
+            let mut written = socket.write_vectored(&slices).await.unwrap();
+            while written > 0 {
+                let take = written.min(parts[at].len());
+                bytes::Buf::advance(&mut parts[at], take);
+                written -= take;
+                if parts[at].is_empty() {
+                    at += 1;
+                }
+            }
+        }
+        socket.shutdown().await.unwrap();
+        drop(socket);
+        assert!(reader.await.unwrap() == expected, "the bytes differ");
+    }
+}
