@@ -171,6 +171,35 @@ impl<S: Socket> ZeroCopy<S> {
     }
 }
 
+impl<S: Socket> ZeroCopy<S> {
+    /// Sends `bufs` with `MSG_MORE`: the kernel waits for what follows.
+    fn poll_send_more(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_writable(cx))?;
+            let socket = self.0.as_raw_fd();
+            let sent = self.0.try_write_with(|| {
+                // SAFETY: an all-zero msghdr is valid; the iovec pointer
+                // and count describe `bufs`, whose layout matches iovec.
+                let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+                message.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                message.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+                // SAFETY: `socket` is our open socket and `message` points
+                // at live buffers for the duration of the call.
+                let sent = unsafe { libc::sendmsg(socket, &message, libc::MSG_MORE | libc::MSG_NOSIGNAL) };
+                if sent < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(sent as usize)
+                }
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
 impl<S: Socket> AsyncRead for ZeroCopy<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
@@ -200,7 +229,10 @@ impl<S: Socket> AsyncWrite for ZeroCopy<S> {
                 let (fd, offset) = file_of(&bufs[0]).expect("found just now");
                 this.poll_sendfile(cx, fd, offset, bufs[0].len())
             }
-            Some(plain) => Pin::new(&mut this.0).poll_write_vectored(cx, &bufs[..plain]),
+            // The head before a file: held back (MSG_MORE) to leave in the
+            // same packets as the file's first bytes, as nginx's
+            // `tcp_nopush` does; one segment less for the client to read.
+            Some(plain) => this.poll_send_more(cx, &bufs[..plain]),
             None => Pin::new(&mut this.0).poll_write_vectored(cx, bufs),
         }
     }
