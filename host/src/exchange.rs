@@ -1,9 +1,13 @@
 //! One request/response exchange with an app, independent of transport:
 //! implements the host side of the gateway (`start_response`, write,
-//! `wsgi.input`) and pumps the app's body into a [`ResponseSink`].
+//! `wsgi.input`, the file body) and pumps the app's body into a
+//! [`ResponseSink`].
 
 use std::cell::RefCell;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
 
 use plugin_api::host::{Header, HostGateway, PluginBytes, RequestVars, ResponseBody};
 
@@ -19,7 +23,13 @@ pub enum Chunk {
     Plugin(PluginBytes),
     /// Bytes the host copied (from the write callable).
     Copied(Vec<u8>),
+    /// A file body's bytes: read, or mapped (a socket sends those with
+    /// `sendfile`).
+    File(Bytes),
 }
+
+/// File bodies up to this size are read; larger ones are mapped.
+const READ_FILE_BODY_UP_TO: u64 = 64 << 10;
 
 impl AsRef<[u8]> for Chunk {
     fn as_ref(&self) -> &[u8] {
@@ -27,6 +37,7 @@ impl AsRef<[u8]> for Chunk {
             Chunk::Static(bytes) => bytes,
             Chunk::Plugin(bytes) => bytes.as_ref(),
             Chunk::Copied(bytes) => bytes,
+            Chunk::File(bytes) => bytes,
         }
     }
 }
@@ -94,6 +105,9 @@ pub struct Exchange<S, I> {
     sink: RefCell<S>,
     input: RefCell<I>,
     summary: RefCell<Summary>,
+    /// The file body the app gave (`send_file`), sent in place of its
+    /// (empty) returned body.
+    file_body: RefCell<Option<Chunk>>,
 }
 
 impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
@@ -104,6 +118,7 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
             sink: RefCell::new(sink),
             input: RefCell::new(input),
             summary: RefCell::default(),
+            file_body: RefCell::default(),
         }
     }
 
@@ -159,7 +174,7 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
         let outcome = match result {
             Ok(ResponseBody::Stream(mut stream)) if refused => stream.close(),
             Ok(_) if refused => Ok(()),
-            Ok(ResponseBody::Empty) => self.send_whole(None),
+            Ok(ResponseBody::Empty) => self.send_whole(self.file_body.take()),
             Ok(ResponseBody::Static(bytes)) => self.send_whole(Some(Chunk::Static(bytes))),
             Ok(ResponseBody::Bytes(bytes)) => self.send_whole(Some(Chunk::Plugin(bytes))),
             Ok(ResponseBody::Stream(mut stream)) => {
@@ -289,4 +304,41 @@ impl<S: ResponseSink, I: RequestBody> HostGateway for Exchange<S, I> {
             .read(buf)
             .map_err(|e| format!("reading the request body failed: {e}"))
     }
+
+    fn send_file(&self, file: std::fs::File, offset: u64, len: u64) -> Result<(), String> {
+        if self.file_body.borrow().is_some() {
+            return Err("the app gave a file body twice".to_owned());
+        }
+        let chunk = file_chunk(file, offset, len)?;
+        *self.file_body.borrow_mut() = Some(chunk);
+        Ok(())
+    }
+}
+
+/// `len` bytes of `file` from `offset`: read when small, else mapped.
+fn file_chunk(file: std::fs::File, offset: u64, len: u64) -> Result<Chunk, String> {
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("the file body cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err("the file body is not a regular file".to_owned());
+    }
+    let end = offset
+        .checked_add(len)
+        .filter(|end| *end <= meta.len())
+        .ok_or_else(|| {
+            format!(
+                "the file body's range {offset}+{len} lies outside the file ({} bytes)",
+                meta.len()
+            )
+        })?;
+    if len <= READ_FILE_BODY_UP_TO {
+        let mut bytes = vec![0; len as usize];
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(|e| format!("the file body cannot be read: {e}"))?;
+        return Ok(Chunk::File(bytes.into()));
+    }
+    let mapped =
+        crate::mapped_file::map_file(file, meta.len()).map_err(|e| format!("the file body cannot be mapped: {e}"))?;
+    Ok(Chunk::File(mapped.slice(offset as usize..end as usize)))
 }

@@ -181,6 +181,50 @@ fn static_app_serves_seed_000_without_the_static_site() {
 }
 
 #[test]
+fn static_app_sends_large_files_as_file_bodies_on_kept_alive_connections() {
+    let dir = TempDir::new("static-app-files");
+    let content: Vec<u8> = (0..2_000_003u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
+    std::fs::write(dir.join("big.txt"), &content).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>small</h1>").unwrap();
+    let server = Server::builder()
+        .arg(spec("static_app", "run"))
+        .arg("--no-static")
+        .env("STATIC_APP_ROOT", dir.path())
+        .start();
+    let mut conn = server.connect();
+    for round in 0..10 {
+        let big = conn.get("/big.txt");
+        assert_eq!(big.status, 200, "round {round}");
+        assert_eq!(big.header("content-length"), Some(content.len().to_string().as_str()));
+        assert!(big.body == content, "round {round}: the bytes differ");
+        let small = conn.get("/");
+        assert_eq!(small.text(), "<h1>small</h1>");
+    }
+    assert!(conn.leftover().is_empty());
+}
+
+#[test]
+fn a_plugin_built_against_the_previous_interface_loads_and_serves() {
+    let library = common::fixture_lib("previous-interface");
+    let server = Server::builder()
+        .arg(app_spec(&library, "application"))
+        .arg("--no-static")
+        .start();
+    let mut conn = server.connect();
+    for round in 0..10 {
+        conn.send(&request_bytes("POST", &format!("/r/{round}"), &[], b"sent"));
+        let response = conn.read_response();
+        assert_eq!(response.status, 200, "round {round}: {}", response.text());
+        assert_eq!(
+            response.text(),
+            format!("built against plugin-api 1.0.0\npath /r/{round}\nbody sent\n")
+        );
+    }
+    let log = server.log();
+    assert!(!log.contains("refus"), "{log}");
+}
+
+#[test]
 fn mounts_route_by_prefix_and_split_the_path() {
     let server = Server::start([
         "--mount".to_owned(),

@@ -127,6 +127,17 @@ fn next_interface_version_is_refused_naming_both_versions() {
 }
 
 #[test]
+fn a_newer_minor_interface_is_refused_naming_both_versions() {
+    let library = fixture_lib("next-minor");
+    assert_refused(
+        &check(&app_spec(&library, "application"), &[]),
+        &[&format!(
+            "built against plugin-api {NEXT_MINOR}, this host speaks plugin-api {HOST_INTERFACE}"
+        )],
+    );
+}
+
+#[test]
 fn a_plain_c_function_is_not_an_abi_stable_header() {
     let library = fixture_lib("plain-c");
     assert_refused(

@@ -3,9 +3,27 @@
 //!
 //! Every type here derives [`StableAbi`], so abi_stable records its layout in
 //! the plugin and the host compares it, field by field, before running any of
-//! the plugin's code. Changing anything in this module is an interface change:
-//! bump the crate's minor version (for a 0.x crate every minor version is an
-//! ABI break, and abi_stable enforces it).
+//! the plugin's code. Changing anything in this module is an interface
+//! change, versioned like Apache's module magic number:
+//!
+//! - **Minor** (1.0 → 1.1): only additions at the end of a prefix type
+//!   (methods after `#[sabi(last_prefix_field)]` in [`Gateway`], fields
+//!   after it in [`AppModule`]). Plugins built against an older minor keep
+//!   loading in a newer host; they just never use what was added. A plugin
+//!   built against a newer minor than the host is refused.
+//! - **Major** (1.x → 2.0): anything else — a changed field, type or
+//!   variant. Every plugin built against another major is refused.
+//!
+//! abi_stable's layout check lets a library's prefix types be *longer*
+//! than the checker's, never shorter, so a host cannot check an older
+//! plugin against its own, longer types. It checks each plugin against the
+//! types of the minor the plugin was built with instead: the current ones
+//! here, and each older minor's changed types in a module of its own
+//! ([`v1_0`]), which never change again.
+//!
+//! What each minor added:
+//! - 1.1: [`Gateway::send_file`], the file body (PEP 3333's
+//!   `wsgi.file_wrapper`).
 //!
 //! Nothing here is meant to be used directly: plugin authors use
 //! [`crate::app`], the host uses [`crate::host`].
@@ -100,6 +118,12 @@ pub trait Gateway {
     /// Reads the request body (`wsgi.input`); `ROk(0)` is the end.
     #[sabi(last_prefix_field)]
     fn read_input(&self, buf: RSliceMut<'_, u8>) -> RResult<usize, RString>;
+
+    /// Since 1.1: the response body is `len` bytes of the open file `fd`
+    /// from `offset` (PEP 3333's `wsgi.file_wrapper`), sent without a copy
+    /// where the connection allows. The host takes its own descriptor
+    /// before it returns; the app then returns an empty body.
+    fn send_file(&self, fd: i32, offset: u64, len: u64) -> RResult<(), RString>;
 }
 
 /// A streamed response body living in the plugin. Implemented by the plugin
@@ -169,4 +193,54 @@ impl RootModule for AppModule_Ref {
     const BASE_NAME: &'static str = "plugin_app";
     const NAME: &'static str = "plugin-api app";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The types of interface 1.0 that 1.1 changed, frozen: a 1.0 plugin is
+/// checked against these and called through them. (The types 1.1 left
+/// alone are shared.)
+pub mod v1_0 {
+    use super::*;
+
+    /// [`super::Gateway`] as 1.0 had it: without `send_file`.
+    #[sabi_trait]
+    pub trait Gateway {
+        /// See [`super::Gateway::start_response`].
+        fn start_response(
+            &self,
+            status: RStr<'_>,
+            headers: RSlice<'_, RawHeader<'_>>,
+            exc_info: ROption<RStr<'_>>,
+        ) -> RResult<(), RString>;
+
+        /// See [`super::Gateway::write`].
+        fn write(&self, data: RSlice<'_, u8>) -> RResult<(), RString>;
+
+        /// See [`super::Gateway::read_input`].
+        #[sabi(last_prefix_field)]
+        fn read_input(&self, buf: RSliceMut<'_, u8>) -> RResult<usize, RString>;
+    }
+
+    /// [`super::AppModule`] as 1.0 had it: `call` gets a 1.0 gateway.
+    #[repr(C)]
+    #[derive(StableAbi)]
+    #[sabi(kind(Prefix(prefix_ref = AppModule_Ref)))]
+    #[sabi(missing_field(panic))]
+    pub struct AppModule {
+        /// See [`super::AppModule::init`].
+        pub init: extern "C" fn(host: HostServices) -> RResult<(), RString>,
+
+        /// See [`super::AppModule::call`].
+        #[sabi(last_prefix_field)]
+        pub call: for<'a> extern "C" fn(
+            environ: &'a RawEnviron<'a>,
+            gateway: Gateway_TO<'a, abi_stable::sabi_types::RRef<'a, ()>>,
+        ) -> RawOutcome,
+    }
+
+    impl RootModule for AppModule_Ref {
+        declare_root_module_statics! {AppModule_Ref}
+        const BASE_NAME: &'static str = "plugin_app";
+        const NAME: &'static str = "plugin-api app";
+        const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
+    }
 }

@@ -12,7 +12,7 @@ use abi_stable::sabi_types::{RRef, VersionNumber};
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec};
 
 use crate::abi::{
-    AppModule_Ref, BoxedBodyStream, Gateway, Gateway_TO, HostServices, RawBody, RawEnviron, RawHeader, RawOutcome,
+    v1_0, AppModule_Ref, BoxedBodyStream, Gateway, Gateway_TO, HostServices, RawBody, RawEnviron, RawHeader, RawOutcome,
 };
 
 pub use crate::abi::RawHeader as Header;
@@ -75,13 +75,26 @@ pub trait HostGateway {
     fn write(&self, data: &[u8]) -> Result<(), String>;
     /// `wsgi.input`: fills `buf` from the request body; `Ok(0)` at its end.
     fn read_input(&self, buf: &mut [u8]) -> Result<usize, String>;
+    /// The file body: `len` bytes of `file` from `offset` (the host's own
+    /// descriptor for the app's file).
+    fn send_file(&self, file: std::fs::File, offset: u64, len: u64) -> Result<(), String>;
 }
 
 /// A loaded, checked and initialised app.
 #[derive(Clone, Copy)]
 pub struct App {
-    module: AppModule_Ref,
+    module: Module,
     interface_version: VersionNumber,
+}
+
+/// An app's root module, checked against the types of the interface minor
+/// it was built with (see [`crate::abi`]).
+#[derive(Clone, Copy)]
+enum Module {
+    /// Built against this host's minor.
+    Current(AppModule_Ref),
+    /// Built against 1.0: no file body.
+    V1_0(v1_0::AppModule_Ref),
 }
 
 /// The interface version this host speaks.
@@ -108,7 +121,11 @@ impl App {
             log: host_log,
             max_level: services.max_level as u8,
         };
-        (module.init())(services)
+        let init = match module {
+            Module::Current(module) => module.init(),
+            Module::V1_0(module) => module.init(),
+        };
+        init(services)
             .into_result()
             .map_err(|e| CheckError::InitFailed(e.into_string()))?;
         Ok(App {
@@ -148,8 +165,11 @@ impl App {
             layout_change: 0,
         };
         let adapter = GatewayAdapter(gateway);
-        let gateway = Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque);
-        match (self.module.call())(&raw, gateway) {
+        let outcome = match self.module {
+            Module::Current(module) => (module.call())(&raw, Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque)),
+            Module::V1_0(module) => (module.call())(&raw, v1_0::Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque)),
+        };
+        match outcome {
             RawOutcome::Body(body) => Ok(ResponseBody::from_raw(body)),
             RawOutcome::Failed(message) => Err(message.into_string()),
         }
@@ -163,7 +183,7 @@ pub struct HostServicesConfig {
     pub max_level: log::LevelFilter,
 }
 
-fn check_module(lib_header: &'static LibHeader) -> Result<(AppModule_Ref, VersionNumber), CheckError> {
+fn check_module(lib_header: &'static LibHeader) -> Result<(Module, VersionNumber), CheckError> {
     let consts = lib_header.root_mod_consts();
     if consts.name().as_str() != AppModule_Ref::NAME {
         return Err(CheckError::NotAnApp {
@@ -172,15 +192,19 @@ fn check_module(lib_header: &'static LibHeader) -> Result<(AppModule_Ref, Versio
     }
     let ours = VersionNumber::new(AppModule_Ref::VERSION_STRINGS).expect("our own version parses");
     let theirs = VersionNumber::new(lib_header.version_strings()).map_err(|e| CheckError::Corrupt(e.to_string()))?;
-    if !ours.is_loosely_compatible(theirs) {
+    // Same major, and no newer minor than ours: a minor version only adds.
+    let newer_minor = ours.major == theirs.major && theirs.minor > ours.minor;
+    if !ours.is_loosely_compatible(theirs) || newer_minor {
         return Err(CheckError::IncompatibleInterface {
             plugin: theirs.to_string(),
             host: ours.to_string(),
         });
     }
-    let module = lib_header
-        .init_root_module::<AppModule_Ref>()
-        .map_err(CheckError::from_init)?;
+    let module = if theirs.major == 1 && theirs.minor == 0 {
+        Module::V1_0(lib_header.init_root_module().map_err(CheckError::from_init)?)
+    } else {
+        Module::Current(lib_header.init_root_module().map_err(CheckError::from_init)?)
+    };
     Ok((module, theirs))
 }
 
@@ -312,7 +336,7 @@ impl fmt::Display for CheckError {
             ),
             CheckError::IncompatibleInterface { plugin, host } => write!(
                 f,
-                "built against plugin-api {plugin}, this host speaks plugin-api {host}; rebuild the plugin against plugin-api {host}"
+                "built against plugin-api {plugin}, this host speaks plugin-api {host}; rebuild the plugin against plugin-api {host} (or run a host that speaks {plugin})"
             ),
             CheckError::LayoutMismatch { summary, .. } => write!(
                 f,
@@ -373,6 +397,38 @@ impl Gateway for GatewayAdapter<'_> {
     }
     fn read_input(&self, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
         guarded("read_input", || self.0.read_input(buf.as_mut_slice()))
+    }
+    fn send_file(&self, fd: i32, offset: u64, len: u64) -> RResult<(), RString> {
+        guarded("send_file", || {
+            if fd < 0 {
+                return Err(format!("the file body's descriptor {fd} is not a file"));
+            }
+            // SAFETY: not -1 (checked above), and the app passes a descriptor it keeps open for the
+            // length of this call; we only duplicate it here.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let owned = borrowed
+                .try_clone_to_owned()
+                .map_err(|e| format!("the file body's descriptor {fd} is not usable: {e}"))?;
+            self.0.send_file(std::fs::File::from(owned), offset, len)
+        })
+    }
+}
+
+/// The 1.0 gateway: the same calls, without the file body.
+impl v1_0::Gateway for GatewayAdapter<'_> {
+    fn start_response(
+        &self,
+        status: RStr<'_>,
+        headers: RSlice<'_, RawHeader<'_>>,
+        exc_info: ROption<RStr<'_>>,
+    ) -> RResult<(), RString> {
+        Gateway::start_response(self, status, headers, exc_info)
+    }
+    fn write(&self, data: RSlice<'_, u8>) -> RResult<(), RString> {
+        Gateway::write(self, data)
+    }
+    fn read_input(&self, buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+        Gateway::read_input(self, buf)
     }
 }
 

@@ -59,7 +59,8 @@ mod runtime;
 pub use app::{App, AppError, AppOutput, Body, Environ, ErrorStream, Input, ResponseError, StartResponse, Writer};
 
 /// The version of this interface (the crate version). A plugin built against
-/// a version with a different major (for 0.x: minor) number is refused.
+/// another major version, or a newer minor one, is refused; see
+/// [`abi`] for the rule.
 pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Used by [`export_app!`]'s expansion; not a public API.

@@ -66,14 +66,26 @@ pub fn call<'a>(slot: &AppSlot, raw: &'a RawEnviron<'a>, gateway: GatewayRef<'a>
         app.call(&environ, &mut start_response)
     });
     match result {
-        Ok(Ok(body)) => RawOutcome::Body(raw_body(body.0)),
+        Ok(Ok(body)) => outcome(body.0, &gateway),
         Ok(Err(error)) => RawOutcome::Failed(format!("the app returned an error: {error}").into()),
         Err(panic) => RawOutcome::Failed(format!("the app {panic}").into()),
     }
 }
 
-fn raw_body(kind: BodyKind) -> RawBody {
-    match kind {
+/// Hands a file body to the host, which takes its own descriptor; the
+/// app's file closes when this returns.
+fn send_file(gateway: &GatewayRef<'_>, file: &std::fs::File, range: std::ops::Range<u64>) -> RawOutcome {
+    use std::os::fd::AsRawFd;
+    let len = range.end.saturating_sub(range.start);
+    match gateway.send_file(file.as_raw_fd(), range.start, len).into_result() {
+        Ok(()) => RawOutcome::Body(RawBody::Empty),
+        Err(e) => RawOutcome::Failed(format!("the file body was refused: {e}").into()),
+    }
+}
+
+/// What the host gets for the body the app returned.
+fn outcome(kind: BodyKind, gateway: &GatewayRef<'_>) -> RawOutcome {
+    RawOutcome::Body(match kind {
         BodyKind::Empty => RawBody::Empty,
         BodyKind::Static(bytes) => RawBody::Static(bytes.into()),
         BodyKind::Bytes(bytes) => RawBody::Bytes(bytes.into()),
@@ -81,7 +93,8 @@ fn raw_body(kind: BodyKind) -> RawBody {
             StreamAdapter { chunks: Some(chunks) },
             TD_Opaque,
         )),
-    }
+        BodyKind::File(file, range) => return send_file(gateway, &file, range),
+    })
 }
 
 /// Runs `f`, turning a panic into "panicked at FILE:LINE: message".

@@ -89,8 +89,10 @@ fn build_fixture(name: &str) -> PathBuf {
     let dir = repo_root().join("fixtures").join(name);
     let manifest = dir.join("Cargo.toml");
     assert!(manifest.is_file(), "no fixture {}", manifest.display());
-    if name == "next-interface" {
-        stage_next_interface();
+    match name {
+        "next-interface" => stage_interface(NEXT_INTERFACE),
+        "next-minor" => stage_interface(NEXT_MINOR),
+        _ => {}
     }
     let target_dir = fixtures_target_dir();
     let started = Instant::now();
@@ -135,30 +137,30 @@ fn cargo_build(manifest: &Path, env: &[(&str, &str)]) {
 
 /// The plugin-api version the host speaks and the next, incompatible one the
 /// `next-interface` fixture is built against.
-pub const HOST_INTERFACE: &str = "0.1.0";
+pub const HOST_INTERFACE: &str = "1.1.0";
 /// See [`HOST_INTERFACE`].
-pub const NEXT_INTERFACE: &str = "0.2.0";
+pub const NEXT_INTERFACE: &str = "2.0.0";
+/// A newer minor than the host's: additions the host lacks (`next-minor`).
+pub const NEXT_MINOR: &str = "1.2.0";
 
 /// Copies `plugin-api` (Cargo.toml and src/) to
-/// `target/fixtures/src/plugin-api-0.2.0`, changing only its version, and
+/// `target/fixtures/src/plugin-api-VERSION`, changing only its version, and
 /// spelling out what it inherits from the main workspace (the copy is
 /// outside it). Files whose contents did not change are not rewritten, so
 /// cargo does not rebuild the fixture every run.
-fn stage_next_interface() {
+fn stage_interface(version: &str) {
     let source = repo_root().join("plugin-api");
-    let staged = fixtures_target_dir()
-        .join("src")
-        .join(format!("plugin-api-{NEXT_INTERFACE}"));
+    let staged = fixtures_target_dir().join("src").join(format!("plugin-api-{version}"));
     let manifest = std::fs::read_to_string(source.join("Cargo.toml")).expect("read plugin-api/Cargo.toml");
     let current = format!("version = \"{HOST_INTERFACE}\"");
     assert!(
         manifest.lines().any(|line| line.trim() == current),
-        "plugin-api/Cargo.toml no longer says `{current}`: update fixtures/next-interface, HOST_INTERFACE and \
-         NEXT_INTERFACE in host/tests/common/mod.rs to the new interface version"
+        "plugin-api/Cargo.toml no longer says `{current}`: update fixtures/next-interface and fixtures/next-minor, HOST_INTERFACE and \
+         NEXT_INTERFACE and NEXT_MINOR in host/tests/common/mod.rs to the new interface version"
     );
     let root_manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("read the root Cargo.toml");
-    let manifest = inline_workspace_inheritance(&manifest, &root_manifest)
-        .replace(&current, &format!("version = \"{NEXT_INTERFACE}\""));
+    let manifest =
+        inline_workspace_inheritance(&manifest, &root_manifest).replace(&current, &format!("version = \"{version}\""));
     write_if_changed(&staged.join("Cargo.toml"), manifest.as_bytes());
     sync_dir(&source.join("src"), &staged.join("src"));
 }

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// The response body an app returns: nothing, one buffer, or a stream.
+/// The response body an app returns: nothing, one buffer, a stream, or
+/// (since plugin-api 1.1) a file.
 ///
 /// Build it from a `String`, `Vec<u8>` or `&'static str` with `.into()`, or
 /// from an iterator with [`Body::stream`]. A stream's `Drop` is WSGI's
@@ -14,6 +15,7 @@ pub(crate) enum BodyKind {
     Static(&'static [u8]),
     Bytes(Vec<u8>),
     Stream(Box<dyn Iterator<Item = Vec<u8>> + Send>),
+    File(std::fs::File, std::ops::Range<u64>),
 }
 
 impl Body {
@@ -34,6 +36,22 @@ impl Body {
     }
 }
 
+impl Body {
+    /// The whole of `file` (PEP 3333's `wsgi.file_wrapper`): the host sends
+    /// it straight from the page cache where the connection allows (plain
+    /// HTTP/1.1: `sendfile`) and sets `Content-Length` unless the app did.
+    pub fn file(file: std::fs::File) -> std::io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Body::file_range(file, 0..len))
+    }
+
+    /// The bytes `range` of `file` (e.g. for a `Range` request), sent as
+    /// [`Body::file`] sends a whole file.
+    pub fn file_range(file: std::fs::File, range: std::ops::Range<u64>) -> Self {
+        Body(BodyKind::File(file, range))
+    }
+}
+
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
@@ -41,6 +59,7 @@ impl fmt::Debug for Body {
             BodyKind::Static(b) => write!(f, "Body::Static({} bytes)", b.len()),
             BodyKind::Bytes(b) => write!(f, "Body::Bytes({} bytes)", b.len()),
             BodyKind::Stream(_) => f.write_str("Body::Stream"),
+            BodyKind::File(_, range) => write!(f, "Body::File({range:?})"),
         }
     }
 }

@@ -324,6 +324,9 @@ mod tests {
         fn read_input(&self, _: RSliceMut<'_, u8>) -> RResult<usize, RString> {
             ROk(0)
         }
+        fn send_file(&self, _: i32, _: u64, _: u64) -> RResult<(), RString> {
+            RErr(RString::from("read-only"))
+        }
     }
 
     /// Runs `f` on an environ with `headers`.

@@ -7,7 +7,9 @@
 //! file is answered with status `404 Not Found` (the seed said `200 OK`), and
 //! no request can read outside the folder: paths with a `..` segment, a
 //! backslash or a NUL are refused, and the file finally opened must lie
-//! inside the folder after every symlink is resolved.
+//! inside the folder after every symlink is resolved. Files go out as a
+//! file body ([`Body::file`], WSGI's `wsgi.file_wrapper`), which the host
+//! sends from the page cache.
 //!
 //! The folder is `$STATIC_APP_ROOT`, or else `./html` below the directory the
 //! host was started in, resolved once when the host loads the app.
@@ -67,12 +69,12 @@ impl StaticFiles {
         let Some(name) = relative_path(path_info) else {
             return not_found(root);
         };
-        match read_inside(root, &name)? {
-            Some(contents) => Ok(Response {
+        match open_inside(root, &name)? {
+            Some(file) => Ok(Response {
                 status: "200 OK",
                 content_type: content_type(&name),
                 disposition: disposition(&name),
-                body: contents,
+                body: Content::File(file),
             }),
             None => not_found(root),
         }
@@ -82,7 +84,7 @@ impl StaticFiles {
 impl App for StaticFiles {
     fn call(&self, environ: &Environ<'_>, start_response: &mut StartResponse<'_>) -> Result<Body, AppError> {
         let response = self.respond(environ.path_info())?;
-        let content_length = response.body.len().to_string();
+        let content_length = response.body.byte_count()?.to_string();
         let mut headers = vec![
             ("Content-Type", response.content_type),
             ("Content-Length", content_length.as_str()),
@@ -91,7 +93,29 @@ impl App for StaticFiles {
             headers.push(("Content-Disposition", disposition));
         }
         start_response.start(response.status, &headers)?;
-        Ok(response.body.into())
+        Ok(match response.body {
+            Content::File(file) => Body::file(file)?,
+            Content::Page(page) => page.into(),
+        })
+    }
+}
+
+/// What a response sends.
+#[derive(Debug)]
+pub enum Content {
+    /// A file of the folder, opened.
+    File(fs::File),
+    /// A built-in page.
+    Page(&'static str),
+}
+
+impl Content {
+    /// Its length in bytes.
+    pub fn byte_count(&self) -> io::Result<u64> {
+        match self {
+            Content::File(file) => Ok(file.metadata()?.len()),
+            Content::Page(page) => Ok(page.len() as u64),
+        }
     }
 }
 
@@ -104,13 +128,13 @@ pub struct Response {
     pub content_type: &'static str,
     /// The `Content-Disposition`, for files sent as downloads.
     pub disposition: Option<String>,
-    /// The file's contents.
-    pub body: Vec<u8>,
+    /// What to send.
+    pub body: Content,
 }
 
 /// The 404 response: the folder's `404.html`, or a built-in page.
 fn not_found(root: &Path) -> Result<Response, AppError> {
-    let body = read_inside(root, NOT_FOUND_PAGE)?.unwrap_or_else(|| FALLBACK_NOT_FOUND.as_bytes().to_vec());
+    let body = open_inside(root, NOT_FOUND_PAGE)?.map_or(Content::Page(FALLBACK_NOT_FOUND), Content::File);
     Ok(Response {
         status: "404 Not Found",
         content_type: "text/html",
@@ -140,19 +164,19 @@ fn relative_path(path_info: &str) -> Option<String> {
     Some(segments.join("/"))
 }
 
-/// Reads `root/name` (`root` being canonical), or `None` if there is no such
+/// Opens `root/name` (`root` being canonical), or `None` if there is no such
 /// regular file inside `root`: a path that cannot be resolved, or that leads
 /// outside `root` through a symlink, counts as missing. A file that exists
 /// but cannot be read is an error (so a 500, not a misleading 404).
-fn read_inside(root: &Path, name: &str) -> Result<Option<Vec<u8>>, AppError> {
+fn open_inside(root: &Path, name: &str) -> Result<Option<fs::File>, AppError> {
     let Ok(path) = fs::canonicalize(root.join(name)) else {
         return Ok(None);
     };
     if !path.starts_with(root) || !path.is_file() {
         return Ok(None);
     }
-    match fs::read(&path) {
-        Ok(contents) => Ok(Some(contents)),
+    match fs::File::open(&path) {
+        Ok(file) => Ok(Some(file)),
         // Removed since it was resolved.
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(format!("static_app cannot read {}: {error}", path.display()).into()),
@@ -206,6 +230,19 @@ export_app!(run = StaticFiles::from_env());
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    /// What a response's body holds.
+    fn bytes(content: Content) -> Vec<u8> {
+        match content {
+            Content::File(mut file) => {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes).expect("read the file");
+                bytes
+            }
+            Content::Page(page) => page.as_bytes().to_vec(),
+        }
+    }
 
     /// A fresh folder for one test: `site/` with a few files, and a
     /// `secret.txt` beside it that must never be served.
@@ -245,10 +282,10 @@ mod tests {
 
         let index = app.respond("/").expect("index");
         assert_eq!((index.status, index.content_type), ("200 OK", "text/html"));
-        assert_eq!(index.body, b"<h1>home</h1>");
+        assert_eq!(bytes(index.body), b"<h1>home</h1>");
         assert_eq!(app.respond("/style.css").expect("css").content_type, "text/css");
         assert_eq!(app.respond("/script.js").expect("js").content_type, "text/javascript");
-        assert_eq!(app.respond("/docs/").expect("docs").body, b"<h1>docs</h1>");
+        assert_eq!(bytes(app.respond("/docs/").expect("docs").body), b"<h1>docs</h1>");
 
         let notes = app.respond("/notes.txt").expect("txt");
         assert_eq!((notes.status, notes.content_type), ("200 OK", "text/plain"));
@@ -273,7 +310,7 @@ mod tests {
         ] {
             let response = app.respond(path).expect("a response");
             assert_eq!(response.status, "404 Not Found", "{path}");
-            assert_eq!(response.body, b"<h1>404 Not Found</h1>", "{path}");
+            assert_eq!(bytes(response.body), b"<h1>404 Not Found</h1>", "{path}");
         }
         let _ = fs::remove_dir_all(&base);
     }
@@ -294,7 +331,7 @@ mod tests {
         fs::remove_file(site.join("404.html")).expect("remove");
         let response = StaticFiles::new(&site).respond("/nope").expect("a response");
         assert_eq!(response.status, "404 Not Found");
-        assert_eq!(response.body, FALLBACK_NOT_FOUND.as_bytes());
+        assert_eq!(bytes(response.body), FALLBACK_NOT_FOUND.as_bytes());
         let _ = fs::remove_dir_all(&base);
     }
 

@@ -241,6 +241,7 @@ fn chunk_bytes(chunk: Chunk) -> Bytes {
         Chunk::Static(bytes) => Bytes::from_static(bytes),
         Chunk::Plugin(bytes) => Bytes::from_owner(bytes),
         Chunk::Copied(bytes) => Bytes::from(bytes),
+        Chunk::File(bytes) => bytes,
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use hyper::header::HeaderValue;
 
-use crate::server::zero_copy::map_file;
+use crate::mapped_file::map_file;
 
 /// Files up to this size are read into memory (and kept in the cache);
 /// larger ones are mapped and sent from the page cache.
