@@ -580,6 +580,74 @@ fn large_files_are_sent_whole_and_in_ranges_on_kept_alive_connections() {
 }
 
 #[test]
+fn precompressed_files_go_to_clients_that_accept_them() {
+    let dir = TempDir::new("precompressed");
+    let plain = "body { color: red }\n".repeat(200);
+    std::fs::write(dir.join("site.css"), &plain).unwrap();
+    // Stand-ins for compressed bytes: the server sends what is on disk.
+    let gz: Vec<u8> = (0..300u32).map(|i| (i % 7) as u8).collect();
+    let br: Vec<u8> = (0..200u32).map(|i| (i % 5) as u8).collect();
+    std::fs::write(dir.join("site.css.gz"), &gz).unwrap();
+    std::fs::write(dir.join("site.css.br"), &br).unwrap();
+    std::fs::write(dir.join("only.txt"), "plain only").unwrap();
+    let server = Server::builder()
+        .args(["--static-dir", dir.path().to_str().unwrap()])
+        .start();
+    let mut conn = server.connect();
+    let mut get = |accept: Option<&str>, extra: &[(&str, &str)]| {
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(accept) = accept {
+            headers.push(("Accept-Encoding", accept));
+        }
+        conn.send(&request_bytes("GET", "/site.css", &headers, b""));
+        conn.read_response()
+    };
+    let identity = get(None, &[]);
+    assert_eq!((identity.status, identity.text()), (200, plain.clone()));
+    assert_eq!(identity.header("content-encoding"), None);
+    assert_eq!(identity.header("vary"), Some("Accept-Encoding"));
+
+    let brotli = get(Some("gzip, deflate, br"), &[]);
+    assert_eq!(brotli.body, br);
+    assert_eq!(brotli.header("content-encoding"), Some("br"));
+    assert_eq!(brotli.header("content-type"), identity.header("content-type"));
+    assert_eq!(brotli.header("vary"), Some("Accept-Encoding"));
+
+    let gzip = get(Some("gzip, br;q=0"), &[]);
+    assert_eq!(gzip.body, gz);
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    let etags: Vec<String> = [&identity, &brotli, &gzip]
+        .iter()
+        .map(|r| r.header("etag").expect("an etag").to_owned())
+        .collect();
+    assert!(
+        etags[0] != etags[1] && etags[1] != etags[2] && etags[0] != etags[2],
+        "{etags:?}"
+    );
+
+    // A range counts the encoded bytes; validators are per encoding.
+    let part = get(Some("br"), &[("Range", "bytes=10-19")]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, &br[10..20]);
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 10-19/{}", br.len()).as_str())
+    );
+    assert_eq!(part.header("content-encoding"), Some("br"));
+    let cached = get(Some("br"), &[("If-None-Match", etags[1].as_str())]);
+    assert_eq!(cached.status, 304);
+    let stale = get(Some("gzip"), &[("If-None-Match", etags[1].as_str())]);
+    assert_eq!((stale.status, stale.body.clone()), (200, gz.clone()));
+    assert!(conn.leftover().is_empty());
+
+    // A file without precompressed forms varies on nothing.
+    let only = server.request("GET", "/only.txt", &[("Accept-Encoding", "gzip, br")], b"");
+    assert_eq!((only.text().as_str(), only.header("vary")), ("plain only", None));
+    // The compressed files themselves are still files of the site.
+    assert_eq!(server.get("/site.css.gz").body, gz);
+}
+
+#[test]
 fn head_sends_headers_without_a_body() {
     let server = Server::start::<&str>([]);
     let mut conn = server.connect();

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use hyper::header::HeaderValue;
 
+use super::encoded::Encoding;
 use crate::mapped_file::map_file;
 
 /// Files up to this size are read into memory (and kept in the cache);
@@ -32,6 +33,8 @@ pub struct StaticFile {
     pub(super) content_type: HeaderValue,
     /// The whole file.
     pub(super) content: Content,
+    /// Precompressed forms found beside it (`x.br`, `x.zst`, `x.gz`).
+    pub(super) variants: Vec<(Encoding, std::sync::Arc<StaticFile>)>,
 }
 
 /// A file's bytes.
@@ -80,15 +83,32 @@ impl StaticFile {
             len: meta.len(),
             modified,
             identity,
+            variants: Vec::new(),
         })
     }
 
-    /// Bytes held in memory for this file (a mapping is the page cache's).
+    /// This file as the `encoding` form of `original`: the original's
+    /// Content-Type, and an ETag of its own that names the encoding.
+    pub(super) fn as_variant_of(mut self, original: &StaticFile, encoding: Encoding) -> StaticFile {
+        self.content_type = original.content_type.clone();
+        let etag = self.etag.to_str().unwrap_or("\"\"").trim_end_matches('"');
+        self.etag = header_value(&format!("{etag}-{}\"", encoding.token()));
+        self
+    }
+
+    /// The precompressed form in `encoding`, if there is one.
+    pub(super) fn variant(&self, encoding: Encoding) -> Option<&std::sync::Arc<StaticFile>> {
+        self.variants.iter().find(|(e, _)| *e == encoding).map(|(_, file)| file)
+    }
+
+    /// Bytes held in memory for this file and its precompressed forms (a
+    /// mapping is the page cache's).
     pub fn cached_bytes(&self) -> usize {
-        match &self.content {
+        let own = match &self.content {
             Content::InMemory(bytes) => bytes.len(),
             Content::Mapped(_) => 0,
-        }
+        };
+        own + self.variants.iter().map(|(_, v)| v.cached_bytes()).sum::<usize>()
     }
 }
 

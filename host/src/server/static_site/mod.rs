@@ -7,11 +7,14 @@
 //!   once a second old;
 //! - [`conditional`]: `If-None-Match` / `If-Modified-Since` (304) and
 //!   single byte ranges (206 / 416);
-//! - [`serve`]: the response, with large files streamed from a reader
-//!   thread.
+//! - [`encoded`]: precompressed forms (`x.br`, `x.zst`, `x.gz`) and
+//!   `Accept-Encoding`;
+//! - [`serve`]: the response (small files from memory, large ones mapped
+//!   and sent with `sendfile`).
 
 mod cache;
 mod conditional;
+mod encoded;
 mod file;
 mod serve;
 
@@ -109,13 +112,44 @@ impl StaticSite {
             },
             _ => return Lookup::Missing,
         };
-        match StaticFile::open(file, &meta, previous) {
-            Ok(file) => Lookup::File(Arc::new(file)),
+        match StaticFile::open(file.clone(), &meta, previous) {
+            Ok(mut found) => {
+                found.variants = self.variants(&file, &found, previous);
+                Lookup::File(Arc::new(found))
+            }
             Err(e) => {
                 log::error!("cannot read static file {path}: {e}");
                 Lookup::Missing
             }
         }
+    }
+
+    /// The precompressed forms of `original` (at `path`) found beside it,
+    /// inside the root; `previous` lends the bytes of unchanged ones.
+    fn variants(
+        &self,
+        path: &Path,
+        original: &StaticFile,
+        previous: Option<&StaticFile>,
+    ) -> Vec<(encoded::Encoding, Arc<StaticFile>)> {
+        let mut found = Vec::new();
+        for encoding in encoded::Encoding::ALL {
+            let mut name = path.as_os_str().to_owned();
+            name.push(encoding.suffix());
+            let Ok(real) = Path::new(&name).canonicalize() else {
+                continue;
+            };
+            let meta = match std::fs::metadata(&real) {
+                Ok(meta) if meta.is_file() && real.starts_with(&self.root) => meta,
+                _ => continue,
+            };
+            let earlier = previous.and_then(|p| p.variant(encoding)).map(|v| &**v);
+            match StaticFile::open(real, &meta, earlier) {
+                Ok(variant) => found.push((encoding, Arc::new(variant.as_variant_of(original, encoding)))),
+                Err(e) => log::error!("cannot read {}: {e}", Path::new(&name).display()),
+            }
+        }
+        found
     }
 
     /// The site's `404.html` with status 404 (a plain text one if absent).

@@ -1,17 +1,45 @@
-//! The response for a static file: headers, 304 / 206 / 416, and the
-//! bytes (from memory, or a mapping sent with `sendfile`).
+//! The response for a static file: the precompressed form the client
+//! takes, headers, 304 / 206 / 416, and the bytes (from memory, or a
+//! mapping sent with `sendfile`).
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
 use super::conditional::{not_modified, requested_range, RangeRequest};
+use super::encoded;
 use super::file::{header_value, StaticFile};
 use crate::server::body::Body;
 use crate::server::responses;
 
 /// Serves `file` for a GET or HEAD with the request's conditional and
-/// range headers.
+/// range headers, precompressed if the client accepts a form of it there
+/// is (ranges then count the encoded bytes).
 pub fn serve_file(method: &Method, request: &HeaderMap, file: &StaticFile) -> Response<Body> {
+    if file.variants.is_empty() {
+        return serve_one(method, request, file);
+    }
+    let available = file.variants.iter().map(|(encoding, _)| *encoding);
+    let chosen = encoded::choose(request.get(header::ACCEPT_ENCODING), available);
+    let mut response = match chosen.and_then(|e| file.variant(e).map(|v| (e, v))) {
+        Some((encoding, variant)) => {
+            let mut response = serve_one(method, request, variant);
+            if matches!(response.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
+            }
+            response
+        }
+        None => serve_one(method, request, file),
+    };
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    response
+}
+
+/// Serves one form of a file.
+fn serve_one(method: &Method, request: &HeaderMap, file: &StaticFile) -> Response<Body> {
     let len = file.len;
     let mut response = Response::new(Body::Empty);
     let headers = response.headers_mut();
