@@ -89,7 +89,7 @@ impl StaticFile {
 
     /// This file as the `encoding` form of `original`: the original's
     /// Content-Type, and an ETag of its own that names the encoding.
-    pub(super) fn as_variant_of(mut self, original: &StaticFile, encoding: Encoding) -> StaticFile {
+    pub(super) fn into_variant_of(mut self, original: &StaticFile, encoding: Encoding) -> StaticFile {
         self.content_type = original.content_type.clone();
         let etag = self.etag.to_str().unwrap_or("\"\"").trim_end_matches('"');
         self.etag = header_value(&format!("{etag}-{}\"", encoding.token()));

@@ -145,7 +145,7 @@ impl StaticSite {
             };
             let earlier = previous.and_then(|p| p.variant(encoding)).map(|v| &**v);
             match StaticFile::open(real, &meta, earlier) {
-                Ok(variant) => found.push((encoding, Arc::new(variant.as_variant_of(original, encoding)))),
+                Ok(variant) => found.push((encoding, Arc::new(variant.into_variant_of(original, encoding)))),
                 Err(e) => log::error!("cannot read {}: {e}", Path::new(&name).display()),
             }
         }
