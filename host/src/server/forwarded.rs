@@ -11,7 +11,10 @@
 
 use std::net::IpAddr;
 
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderName, FORWARDED};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 pub use crate::config::ProxyNet;
 
@@ -38,7 +41,7 @@ impl ProxyNet {
 pub struct TrustedProxies(Vec<ProxyNet>);
 
 /// The client as a trusted proxy describes it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Forwarded {
     /// `REMOTE_ADDR`, if a proxy named one.
     pub client: Option<String>,
@@ -64,7 +67,14 @@ impl TrustedProxies {
 
     /// What the forwarding headers say, for a request from a trusted peer.
     pub fn read(&self, headers: &HeaderMap) -> Forwarded {
-        let values = |name: &str| -> Vec<String> {
+        // Most requests carry none: no parsing, no allocation.
+        if ![&FORWARDED, &X_FORWARDED_FOR, &X_FORWARDED_PROTO]
+            .iter()
+            .any(|name| headers.contains_key(*name))
+        {
+            return Forwarded::default();
+        }
+        let values = |name: &HeaderName| -> Vec<String> {
             headers
                 .get_all(name)
                 .iter()
@@ -74,9 +84,9 @@ impl TrustedProxies {
                 .filter(|part| !part.is_empty())
                 .collect()
         };
-        let forwarded = values("forwarded");
+        let forwarded = values(&FORWARDED);
         let (fors, proto): (Vec<String>, Option<String>) = if forwarded.is_empty() {
-            (values("x-forwarded-for"), values("x-forwarded-proto").pop())
+            (values(&X_FORWARDED_FOR), values(&X_FORWARDED_PROTO).pop())
         } else {
             let param = |element: &str, key: &str| {
                 element.split(';').find_map(|pair| {
