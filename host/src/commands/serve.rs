@@ -45,8 +45,9 @@ fn run_single(options: &Options) -> Result<(), Failure> {
     block_on_runtime(options, async {
         let listeners = listen(options)?;
         for listener in &listeners {
-            log::info!("serving on {}", listener.url());
-            println!("Serving on {}", listener.url());
+            let url = crate::server::tls::public_url(listener.url(), options.tls_files().is_some());
+            log::info!("serving on {url}");
+            println!("Serving on {url}");
         }
         let (stop_tx, stop_rx) = watch::channel(StopLevel::Run);
         let mut signals = Signals::install().map_err(|e| Failure::internal(format!("cannot handle signals: {e}")))?;

@@ -70,6 +70,18 @@ pub struct Options {
     #[serde(default)]
     pub proxy_protocol: bool,
 
+    /// A PEM certificate chain: every --bind serves HTTPS (with --keyfile).
+    /// Read again at every hot swap, so a renewed certificate needs no
+    /// restart.
+    #[arg(long, value_name = "FILE", env = "HOST_CERTFILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certfile: Option<PathBuf>,
+
+    /// The private key of --certfile (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", env = "HOST_KEYFILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyfile: Option<PathBuf>,
+
     /// Where the master serves /healthz, /readyz and /metrics (HOST:PORT,
     /// a bare PORT or unix:PATH); off by default. Keep it off public
     /// networks.
@@ -299,7 +311,17 @@ impl Options {
         if self.bind.is_empty() {
             return Err("no listen address: pass --bind ADDR".to_owned());
         }
+        if self.certfile.is_some() != self.keyfile.is_some() {
+            return Err(
+                "HTTPS needs both a certificate and its key: pass --certfile FILE and --keyfile FILE".to_owned(),
+            );
+        }
         Ok(())
+    }
+
+    /// The certificate and key files, when the binds serve HTTPS.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((self.certfile.as_deref()?, self.keyfile.as_deref()?))
     }
 
     /// The options as a config file (what `--print-config` prints and

@@ -25,6 +25,8 @@ pub struct ConnInfo {
     /// The peer is a trusted proxy (`--forwarded-allow-ips`): its
     /// forwarding headers and request ids are believed.
     pub trusted_proxy: bool,
+    /// The connection is TLS: `wsgi.url_scheme` is `https`.
+    pub https: bool,
 }
 
 /// A bound listening socket.
@@ -126,6 +128,7 @@ impl Listener {
                     server_name: local.ip().to_string(),
                     server_port: local.port().to_string(),
                     trusted_proxy: false,
+                    https: false,
                 };
                 Ok((Box::new(ZeroCopy::new(stream)), info))
             }

@@ -15,7 +15,7 @@
 //! - [`drain`]: stopping without dropping requests; [`memory`]: giving
 //!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
-//! - [`zero_copy`]: large files sent with `sendfile`.
+//! - [`zero_copy`]: large files sent with `sendfile`; [`tls`]: HTTPS.
 
 pub mod access_log;
 pub mod app_gateway;
@@ -36,6 +36,7 @@ pub mod startup;
 pub mod static_site;
 pub mod strict;
 pub mod stuck_calls;
+pub mod tls;
 pub mod zero_copy;
 
 use std::convert::Infallible;
@@ -69,6 +70,8 @@ pub struct ServerState {
     pub proxies: forwarded::TrustedProxies,
     /// Connections start with a PROXY protocol header (`--proxy-protocol`).
     pub proxy_protocol: bool,
+    /// Connections are TLS (`--certfile`, `--keyfile`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Open connections, and the drain when stopping.
     pub drain: Arc<Drain>,
     /// Retires this process (a request stuck in the app, a recycling
@@ -220,6 +223,9 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
             let Some((stream, info)) = proxied(stream, info, &state).await else {
                 return;
             };
+            let Some((stream, info)) = secured(stream, info, &state).await else {
+                return;
+            };
             serve_connection(stream, info, state, drain, builder).await;
         });
     }
@@ -261,6 +267,32 @@ async fn proxied(
                 "closed a connection from {}: {e} (option --proxy-protocol)",
                 info.remote_addr
             );
+            None
+        }
+    }
+}
+
+/// With `--certfile`, the TLS handshake (within the header timeout);
+/// `None` (the connection is closed) if it fails.
+async fn secured(
+    stream: Box<dyn connection::Stream>,
+    mut info: connection::ConnInfo,
+    state: &ServerState,
+) -> Option<(Box<dyn connection::Stream>, connection::ConnInfo)> {
+    let Some(acceptor) = &state.tls else {
+        return Some((stream, info));
+    };
+    match tokio::time::timeout(state.limits.header_timeout.0, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            info.https = true;
+            Some((Box::new(stream), info))
+        }
+        Ok(Err(e)) => {
+            log::debug!("TLS handshake with {} failed: {e}", info.remote_addr);
+            None
+        }
+        Err(_) => {
+            log::debug!("TLS handshake with {} timed out", info.remote_addr);
             None
         }
     }

@@ -93,6 +93,7 @@ impl Master {
         if let Some(dir) = options.static_root() {
             StaticSite::new(dir).map_err(Failure::input)?;
         }
+        check_tls_files(&options)?;
         let (sockets, owned_unix_paths) = match inherited_sockets() {
             Some(sockets) => (sockets, Vec::new()),
             None => {
@@ -273,7 +274,7 @@ impl Master {
             }
             Action::Announce => {
                 for socket in &self.sockets {
-                    let url = socket_url(socket);
+                    let url = crate::server::tls::public_url(socket_url(socket), self.options.tls_files().is_some());
                     log::info!("serving on {url} with {} workers", self.options.workers);
                     println!("Serving on {url}");
                 }
@@ -425,6 +426,9 @@ async fn prepare_generation(
     stage: Arc<Stage>,
     generation: u64,
 ) -> Result<PathBuf, Failure> {
+    // The new workers read the certificate again: a bad renewal refuses
+    // the swap here, and the old generation keeps serving.
+    check_tls_files(options)?;
     let mut staged = options.clone();
     let plugin_dirs = options.plugin_dirs().to_vec();
     let limit = options.max_library_size.0;
@@ -463,6 +467,16 @@ async fn prepare_generation(
         .map_err(|e| Failure::internal(format!("writing the workers' config failed: {e}")))?
         .map_err(|e| Failure::internal(format!("cannot write {}: {e}", path.display())))?;
     Ok(path)
+}
+
+/// Reads the certificate and key, if any, as a worker will.
+fn check_tls_files(options: &Options) -> Result<(), Failure> {
+    match options.tls_files() {
+        Some((certfile, keyfile)) => crate::server::tls::acceptor(certfile, keyfile)
+            .map(drop)
+            .map_err(Failure::input),
+        None => Ok(()),
+    }
 }
 
 /// Finds and stages one app's library: (the user's file, its staged copy).

@@ -146,6 +146,7 @@ impl ServerBuilder {
         };
         let addr = line
             .strip_prefix("Serving on http://")
+            .or_else(|| line.strip_prefix("Serving on https://"))
             .and_then(|rest| rest.trim_end_matches('/').parse().ok())
             .unwrap_or_else(|| panic!("unexpected first stdout line {line:?} from {described}"));
         server.addr = addr;

@@ -52,7 +52,7 @@ pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVar
         remote_addr: client.unwrap_or(&conn.remote_addr),
         // The proxy's port says nothing of the client's.
         remote_port: if client.is_some() { "" } else { &conn.remote_port },
-        url_scheme: scheme.unwrap_or("http"),
+        url_scheme: scheme.unwrap_or(if conn.https { "https" } else { "http" }),
         multithread: true,
         multiprocess: false,
         run_once: false,

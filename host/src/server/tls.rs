@@ -1,0 +1,74 @@
+//! HTTPS: `--certfile` / `--keyfile` (gunicorn's names) turn every bind
+//! into TLS, terminated with rustls. The crypto provider is *ring*: it
+//! builds from source with only a C compiler (aws-lc-rs needs cmake and
+//! takes minutes more on a 2-core machine), and it covers what is offered
+//! here: TLS 1.3 and 1.2 with the AEAD suites rustls ships, ECDSA, Ed25519
+//! and RSA keys. ALPN offers `http/1.1`.
+//!
+//! Certificates are read once per process start, so a hot swap (SIGHUP)
+//! also renews them; the master reads them first, and a bad new pair is
+//! refused with the swap while the old workers keep serving.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+
+/// Reads the certificate chain and key, checks that they belong together,
+/// and builds the acceptor; the error is one line naming the file, the
+/// problem and the option.
+pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certfile)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| {
+            format!(
+                "cannot read the certificate {}: {e} (option --certfile)",
+                certfile.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (option --certfile)",
+            certfile.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(keyfile).map_err(|e| {
+        format!(
+            "cannot read the private key {}: {e} (option --keyfile)",
+            keyfile.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
+        format!(
+            "the private key {} cannot be used: {e} (option --keyfile)",
+            keyfile.display()
+        )
+    })?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    certified.keys_match().map_err(|_| {
+        format!(
+            "the private key {} does not belong to the certificate {} (options --keyfile, --certfile)",
+            keyfile.display(),
+            certfile.display()
+        )
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS cannot be set up: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// `url` (as a listener prints it) with the scheme clients must use.
+pub fn public_url(url: String, tls: bool) -> String {
+    match url.strip_prefix("http://") {
+        Some(rest) if tls => format!("https://{rest}"),
+        _ => url,
+    }
+}
