@@ -6,7 +6,10 @@
 //! that stays idle is closed only after [`IDLE_GRACE`]: closing it at once
 //! would race a request the client is already sending (HTTP/1.1 gives a
 //! client no way to tell), which is how keep-alive clients lose requests on
-//! other servers' reloads.
+//! other servers' reloads. A connection that has not sent its first request
+//! yet (accepted moments ago, perhaps still in a TLS handshake when the
+//! drain began) gets the header timeout instead: it was accepted, so its
+//! first request is answered.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

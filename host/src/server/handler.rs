@@ -44,6 +44,11 @@ impl Connection {
             requests: AtomicU64::new(0),
         }
     }
+
+    /// Whether a request has arrived on this connection yet.
+    pub fn has_requests(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) > 0
+    }
 }
 
 /// Serves one request.

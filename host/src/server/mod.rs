@@ -316,6 +316,8 @@ async fn serve_connection(
     );
     let stream = Guarded::new(stream, scanner);
     let connection = Arc::new(Connection::new(info, verdicts));
+    let conn_state = connection.clone();
+    let header_timeout = state.limits.header_timeout.0;
     let service = {
         let drain = drain.clone();
         service_fn(move |request| {
@@ -337,11 +339,15 @@ async fn serve_connection(
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = drain.began() => {
-            // A request may be on its way: give it the grace to
-            // arrive (it is answered with `Connection: close`).
+            // A request may be on its way: give it the grace to arrive
+            // (it is answered with `Connection: close`). A connection with
+            // no request yet was accepted moments ago (it may have spent
+            // them in a TLS handshake): its client gets the time any
+            // client has to send a head.
+            let grace = if conn_state.has_requests() { drain::IDLE_GRACE } else { header_timeout };
             tokio::select! {
                 result = connection.as_mut() => result,
-                () = tokio::time::sleep(drain::IDLE_GRACE) => {
+                () = tokio::time::sleep(grace) => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
