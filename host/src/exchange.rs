@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 
@@ -27,9 +26,6 @@ pub enum Chunk {
     /// `sendfile`).
     File(Bytes),
 }
-
-/// File bodies up to this size are read; larger ones are mapped.
-const READ_FILE_BODY_UP_TO: u64 = 64 << 10;
 
 impl AsRef<[u8]> for Chunk {
     fn as_ref(&self) -> &[u8] {
@@ -315,7 +311,7 @@ impl<S: ResponseSink, I: RequestBody> HostGateway for Exchange<S, I> {
     }
 }
 
-/// `len` bytes of `file` from `offset`: read when small, else mapped.
+/// `len` bytes of `file` from `offset`, checked against the file.
 fn file_chunk(file: std::fs::File, offset: u64, len: u64) -> Result<Chunk, String> {
     let meta = file
         .metadata()
@@ -332,13 +328,7 @@ fn file_chunk(file: std::fs::File, offset: u64, len: u64) -> Result<Chunk, Strin
                 meta.len()
             )
         })?;
-    if len <= READ_FILE_BODY_UP_TO {
-        let mut bytes = vec![0; len as usize];
-        file.read_exact_at(&mut bytes, offset)
-            .map_err(|e| format!("the file body cannot be read: {e}"))?;
-        return Ok(Chunk::File(bytes.into()));
-    }
-    let mapped =
-        crate::mapped_file::map_file(file, meta.len()).map_err(|e| format!("the file body cannot be mapped: {e}"))?;
-    Ok(Chunk::File(mapped.slice(offset as usize..end as usize)))
+    crate::mapped_file::file_range(file, offset..end, meta.len())
+        .map(Chunk::File)
+        .map_err(|e| format!("the file body cannot be read: {e}"))
 }

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::sync::RwLock;
 
 use bytes::Bytes;
@@ -57,9 +59,25 @@ impl Drop for Mapping {
     }
 }
 
-/// The whole of `file` (`len` bytes, more than zero) as [`Bytes`] that
-/// [`ZeroCopy`] sends with `sendfile`.
-pub fn map_file(file: File, len: u64) -> io::Result<Bytes> {
+/// Ranges up to this size are read into memory (a copy costs less than a
+/// mapping and a `sendfile` of their own); larger ones are mapped.
+pub const READ_UP_TO: u64 = 64 << 10;
+
+/// The bytes `range` of `file` (whose length is `file_len`): read when the
+/// range is at most [`READ_UP_TO`], else a slice of a mapping of the file.
+pub fn file_range(file: File, range: Range<u64>, file_len: u64) -> io::Result<Bytes> {
+    let count = range.end.saturating_sub(range.start);
+    if count <= READ_UP_TO {
+        let mut bytes = vec![0; count as usize];
+        file.read_exact_at(&mut bytes, range.start)?;
+        return Ok(bytes.into());
+    }
+    Ok(map_file(file, file_len)?.slice(range.start as usize..range.end as usize))
+}
+
+/// The whole of `file` (`len` bytes) as [`Bytes`] that `ZeroCopy` (in
+/// `server::zero_copy`) sends with `sendfile`.
+fn map_file(file: File, len: u64) -> io::Result<Bytes> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
     if len == 0 {
         return Ok(Bytes::new());

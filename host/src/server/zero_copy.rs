@@ -161,14 +161,15 @@ impl<S: Socket> AsyncWrite for ZeroCopy<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapped_file::{map_file, tests::temp_file};
+    use crate::mapped_file::{file_range, tests::temp_file};
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn mapped_slices_arrive_whole_between_plain_ones() {
         let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-        let mapped = map_file(temp_file(&content), content.len() as u64).unwrap();
+        let len = content.len() as u64;
+        let mapped = file_range(temp_file(&content), 0..len, len).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();

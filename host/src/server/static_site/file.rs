@@ -5,22 +5,17 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::header::HeaderValue;
 
 use super::encoded::Encoding;
-use crate::mapped_file::map_file;
+use crate::mapped_file::{file_range, READ_UP_TO};
 
-/// Files up to this size are read into memory (and kept in the cache);
-/// larger ones are mapped and sent from the page cache.
-pub const IN_MEMORY_LIMIT: u64 = 64 << 10;
-
-/// A file of the site as found on disk: its validators, type and (when
-/// small) its bytes.
+/// A file of the site as found on disk: its validators, type and bytes.
 #[derive(Debug)]
 pub struct StaticFile {
     pub(super) path: PathBuf,
@@ -31,28 +26,12 @@ pub struct StaticFile {
     pub(super) etag: HeaderValue,
     pub(super) last_modified: HeaderValue,
     pub(super) content_type: HeaderValue,
-    /// The whole file.
-    pub(super) content: Content,
+    /// The whole file: read into memory up to
+    /// [`READ_UP_TO`](crate::mapped_file::READ_UP_TO), else mapped (and
+    /// sent with `sendfile`).
+    pub(super) content: Bytes,
     /// Precompressed forms found beside it (`x.br`, `x.zst`, `x.gz`).
     pub(super) variants: Vec<(Encoding, std::sync::Arc<StaticFile>)>,
-}
-
-/// A file's bytes.
-#[derive(Debug, Clone)]
-pub(super) enum Content {
-    /// Read into memory: files up to [`IN_MEMORY_LIMIT`].
-    InMemory(Bytes),
-    /// Mapped: larger files, sent with `sendfile`.
-    Mapped(Bytes),
-}
-
-impl Content {
-    /// The bytes, however held.
-    pub(super) fn bytes(&self) -> &Bytes {
-        match self {
-            Content::InMemory(bytes) | Content::Mapped(bytes) => bytes,
-        }
-    }
 }
 
 impl StaticFile {
@@ -68,10 +47,7 @@ impl StaticFile {
         let identity = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
         let content = match previous.filter(|p| p.identity == identity && p.path == path) {
             Some(previous) => previous.content.clone(),
-            None if meta.len() <= IN_MEMORY_LIMIT => {
-                Content::InMemory(read_exact_at(&File::open(&path)?, 0, meta.len() as usize)?)
-            }
-            None => Content::Mapped(map_file(File::open(&path)?, meta.len())?),
+            None => file_range(File::open(&path)?, 0..meta.len(), meta.len())?,
         };
         let secs = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(StaticFile {
@@ -104,10 +80,7 @@ impl StaticFile {
     /// Bytes held in memory for this file and its precompressed forms (a
     /// mapping is the page cache's).
     pub fn cached_bytes(&self) -> usize {
-        let own = match &self.content {
-            Content::InMemory(bytes) => bytes.len(),
-            Content::Mapped(_) => 0,
-        };
+        let own = if self.len <= READ_UP_TO { self.content.len() } else { 0 };
         own + self.variants.iter().map(|(_, v)| v.cached_bytes()).sum::<usize>()
     }
 }
@@ -128,11 +101,4 @@ fn content_type(path: &Path) -> String {
     } else {
         mime.to_string()
     }
-}
-
-/// `count` bytes of `file` from `offset`.
-fn read_exact_at(file: &File, offset: u64, count: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(count);
-    file.read_exact_at(&mut buf, offset)?;
-    Ok(buf.freeze())
 }

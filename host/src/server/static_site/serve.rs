@@ -78,7 +78,6 @@ fn serve_one(method: &Method, request: &HeaderMap, file: &StaticFile) -> Respons
     if method == Method::HEAD || count == 0 {
         return response;
     }
-    let bytes = file.content.bytes();
-    *response.body_mut() = Body::full(bytes.slice(range.start as usize..range.end as usize));
+    *response.body_mut() = Body::full(file.content.slice(range.start as usize..range.end as usize));
     response
 }
