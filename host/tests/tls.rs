@@ -6,50 +6,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::certs::{client_config, make_cert, tls_args, TestCert};
 use common::fleet::poll;
 use common::server::{request_bytes, Server, TempDir};
 use common::{app_spec, plugin_lib, run_host, stderr_text};
-use rustls::pki_types::{CertificateDer, ServerName};
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, written as
-/// `NAME.crt` / `NAME.key` in `dir`.
-struct TestCert {
-    certfile: PathBuf,
-    keyfile: PathBuf,
-    der: CertificateDer<'static>,
-}
-
-fn make_cert(dir: &Path, name: &str) -> TestCert {
-    let key = rcgen::KeyPair::generate().expect("a key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
-    let cert = params.self_signed(&key).expect("a certificate");
-    let (certfile, keyfile) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    std::fs::write(&certfile, cert.pem()).unwrap();
-    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
-    TestCert {
-        certfile,
-        keyfile,
-        der: cert.der().clone(),
-    }
-}
-
-/// A client that trusts only `cert`.
-fn client_config(cert: &TestCert) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
+use rustls::pki_types::ServerName;
 
 type TlsConn = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
@@ -95,15 +60,6 @@ fn exchange(stream: &mut TlsConn, path: &str) -> (u16, Vec<u8>) {
     }
 }
 
-fn tls_args(cert: &TestCert) -> [String; 4] {
-    [
-        "--certfile".to_owned(),
-        cert.certfile.display().to_string(),
-        "--keyfile".to_owned(),
-        cert.keyfile.display().to_string(),
-    ]
-}
-
 fn echo() -> String {
     app_spec(&plugin_lib("echo"), "application")
 }
@@ -113,7 +69,7 @@ fn https_serves_the_site_and_apps_on_kept_alive_connections() {
     let dir = TempDir::new("tls-serve");
     let cert = make_cert(dir.path(), "site");
     let server = Server::builder().arg(echo()).args(tls_args(&cert)).start();
-    let config = client_config(&cert);
+    let config = client_config(&cert, &[b"http/1.1"]);
     let mut conn = connect(server.addr, &config).expect("a TLS connection");
     assert_eq!(conn.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     let index = std::fs::read(common::repo_root().join("html/index.html")).unwrap();
@@ -212,7 +168,7 @@ fn sighup_renews_the_certificate_and_refuses_a_bad_one() {
         .args(["-w", "1"])
         .args(tls_args(&live))
         .start();
-    let old_client = client_config(&first);
+    let old_client = client_config(&first, &[b"http/1.1"]);
     assert_eq!(
         exchange(&mut connect(server.addr, &old_client).unwrap(), "/index.html").0,
         200
@@ -223,7 +179,7 @@ fn sighup_renews_the_certificate_and_refuses_a_bad_one() {
     std::fs::copy(&second.certfile, &live.certfile).unwrap();
     std::fs::copy(&second.keyfile, &live.keyfile).unwrap();
     server.signal("HUP");
-    let new_client = client_config(&second);
+    let new_client = client_config(&second, &[b"http/1.1"]);
     let renewed = poll(Duration::from_secs(20), Duration::from_millis(50), || {
         connect(server.addr, &new_client).ok()
     });

@@ -82,6 +82,12 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyfile: Option<PathBuf>,
 
+    /// Serve HTTP/1.1 only: no HTTP/2 by ALPN over TLS, and no cleartext
+    /// HTTP/2 with prior knowledge (h2c).
+    #[arg(long, env = "HOST_NO_HTTP2", value_parser = BoolishValueParser::new())]
+    #[serde(default)]
+    pub no_http2: bool,
+
     /// Where the master serves /healthz, /readyz and /metrics (HOST:PORT,
     /// a bare PORT or unix:PATH); off by default. Keep it off public
     /// networks.
@@ -219,6 +225,10 @@ pub struct Limits {
     /// Most request headers (431 beyond).
     #[arg(long, value_name = "N", env = "HOST_MAX_HEADERS", default_value_t = 100)]
     pub max_headers: usize,
+
+    /// Most concurrent HTTP/2 streams (requests) per connection.
+    #[arg(long, value_name = "N", env = "HOST_HTTP2_MAX_STREAMS", default_value_t = 100)]
+    pub http2_max_streams: u32,
 
     /// Longest request target, e.g. 8KiB (414 beyond).
     #[arg(long, value_name = "SIZE", env = "HOST_MAX_URI_LENGTH", default_value = "8KiB")]

@@ -19,7 +19,7 @@ use std::thread::Thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::header::{HeaderMap, HeaderValue, REFERER, USER_AGENT};
-use hyper::Uri;
+use hyper::{Uri, Version};
 use serde::Serialize;
 
 use crate::config::AccessLogFormat;
@@ -359,9 +359,11 @@ impl Buffer {
 }
 
 /// A request target as the log shows it: as sent for origin-form, the
-/// whole URI for the other forms (absolute, authority, `*`).
-pub fn target_of(uri: &Uri) -> Cow<'_, str> {
+/// whole URI for the other forms (absolute, authority, `*`); HTTP/2's
+/// `:path` (its `:scheme` and `:authority` are not part of the target).
+pub fn target_of(version: Version, uri: &Uri) -> Cow<'_, str> {
     match (uri.authority(), uri.path_and_query()) {
+        (_, Some(path)) if version == Version::HTTP_2 => Cow::Borrowed(path.as_str()),
         (None, Some(path)) => Cow::Borrowed(path.as_str()),
         _ => Cow::Owned(uri.to_string()),
     }

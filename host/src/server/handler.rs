@@ -13,6 +13,7 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SERVER};
 use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::Notify;
 
 use super::access_log::{target_of, Entry, RequestFacts};
 use super::app_gateway::{self, environ::protocol};
@@ -31,8 +32,21 @@ pub struct Connection {
     pub info: Arc<ConnInfo>,
     /// The wire scanner's refusals.
     pub verdicts: Arc<Verdicts>,
-    /// Requests seen so far.
+    /// Requests begun so far.
     requests: AtomicU64,
+    /// Requests whose response head is out, or that the client gave up.
+    answered: AtomicU64,
+    /// Wakes whoever waits for the first request.
+    first_request: Notify,
+}
+
+/// Counts its request as answered when dropped.
+struct Answered<'a>(&'a Connection);
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        self.0.answered.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Connection {
@@ -42,12 +56,33 @@ impl Connection {
             info: Arc::new(info),
             verdicts,
             requests: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            first_request: Notify::new(),
         }
     }
 
     /// Whether a request has arrived on this connection yet.
     pub fn has_requests(&self) -> bool {
-        self.requests.load(Ordering::Relaxed) > 0
+        self.requests() > 0
+    }
+
+    /// How many requests have begun on this connection.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many requests are waiting for their response head.
+    pub fn in_flight(&self) -> u64 {
+        self.requests().saturating_sub(self.answered.load(Ordering::Relaxed))
+    }
+
+    /// Waits until the first request has begun.
+    pub async fn first_request(&self) {
+        let notified = self.first_request.notified();
+        if self.has_requests() {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -62,6 +97,10 @@ pub async fn handle(
     let id = request_id::ensure(request.headers_mut(), conn.info.trusted_proxy);
     let facts = state.access_log.facts(request.headers(), id);
     let number = conn.requests.fetch_add(1, Ordering::Relaxed);
+    if number == 0 {
+        conn.first_request.notify_waiters();
+    }
+    let _answered = Answered(&conn);
     if let Some(limit) = state.request_budget.spend() {
         (state.retire)(&format!("served its {limit} requests (option --max-requests)"));
     }
@@ -109,6 +148,18 @@ async fn route(
             state.limits.max_uri_length.0
         );
         return server(responses::error(StatusCode::URI_TOO_LONG, &detail), request);
+    }
+    // hyper counts HTTP/1 headers as it parses; HTTP/2's arrive decoded.
+    if request.headers().len() > state.limits.max_headers {
+        log::warn!("refused a request with more than max_headers headers; raise it with --max-headers");
+        let detail = format!(
+            "the request has more than {} headers (server option --max-headers)",
+            state.limits.max_headers
+        );
+        return server(
+            responses::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &detail),
+            request,
+        );
     }
     if request.uri().path() == "*" {
         return server(responses::allow(StatusCode::NO_CONTENT, SERVER_METHODS), request);
@@ -180,7 +231,7 @@ fn record<B>(
         &Entry {
             remote: &conn.info.remote_addr,
             method: request.method().as_str(),
-            target: &target_of(request.uri()),
+            target: &target_of(request.version(), request.uri()),
             protocol: protocol(request.version()),
             status: response.status().as_u16(),
             bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),

@@ -1,6 +1,8 @@
-//! The HTTP/1.1 server: hyper on tokio, serving the static site and the apps.
+//! The HTTP server: hyper on tokio, serving the static site and the apps
+//! over HTTP/1.1 and HTTP/2, in cleartext or TLS.
 //!
-//! - [`connection`]: listeners and per-connection facts.
+//! - [`connection`]: listeners and per-connection facts; [`http1`] and
+//!   [`http2`]: a connection in each version; [`tls`]: HTTPS.
 //! - [`handler`]: one request, from the strict checks to its response.
 //! - [`strict`]: the HTTP rules hyper leaves to the application.
 //! - [`router`]: the seeds' routing rule and mounts.
@@ -15,7 +17,8 @@
 //! - [`drain`]: stopping without dropping requests; [`memory`]: giving
 //!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
-//! - [`zero_copy`]: large files sent with `sendfile`; [`tls`]: HTTPS.
+//! - [`zero_copy`]: large files sent with `sendfile`; [`rewound`]: bytes
+//!   read ahead, put back.
 
 pub mod access_log;
 pub mod app_gateway;
@@ -25,12 +28,15 @@ pub mod connection;
 pub mod drain;
 pub mod forwarded;
 pub mod handler;
+pub mod http1;
+pub mod http2;
 pub mod memory;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod quarantined;
 pub mod request_id;
 pub mod responses;
+pub mod rewound;
 pub mod router;
 pub mod startup;
 pub mod static_site;
@@ -39,21 +45,14 @@ pub mod stuck_calls;
 pub mod tls;
 pub mod zero_copy;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use hyper::header::HeaderValue;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
 use self::access_log::AccessLog;
 use self::connection::Listener;
 use self::drain::Drain;
-use self::handler::Connection;
 use self::router::Router;
-use self::strict::wire::{Guarded, Scanner, Verdicts};
 use crate::config::Limits;
 
 /// Everything a request handler needs, shared by all connections.
@@ -72,6 +71,9 @@ pub struct ServerState {
     pub proxy_protocol: bool,
     /// Connections are TLS (`--certfile`, `--keyfile`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// HTTP/2 is served (by ALPN over TLS, with prior knowledge in
+    /// cleartext); off with `--no-http2`.
+    pub http2: bool,
     /// Open connections, and the drain when stopping.
     pub drain: Arc<Drain>,
     /// Retires this process (a request stuck in the app, a recycling
@@ -148,9 +150,6 @@ pub enum StopLevel {
     Immediate,
 }
 
-/// hyper's own limit on request headers.
-const HYPER_MAX_HEADERS: usize = 100;
-
 /// Serves on `listeners` until `stop` says so, then drains: no new
 /// connections, in-flight requests finish (up to the graceful timeout), and
 /// kept-alive connections close without losing a request ([`drain`]).
@@ -190,18 +189,10 @@ pub async fn serve(listeners: Vec<Listener>, state: Arc<ServerState>, mut stop: 
 }
 
 async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Drain>) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.limits.header_timeout.0)
-        .max_header_size(state.limits.max_header_size.0 as usize)
-        .max_buf_size((state.limits.max_header_size.0 as usize).max(8192) + 8192)
-        .keep_alive(true);
-    // hyper zeroes a table of this many headers per request once it is
-    // set; at its own default (100) it uses an uninitialised one.
-    if state.limits.max_headers != HYPER_MAX_HEADERS {
-        builder.max_headers(state.limits.max_headers);
-    }
+    let builders = Arc::new(Builders {
+        http1: http1::builder(&state.limits),
+        http2: http2::builder(&state.limits),
+    });
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -217,16 +208,19 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
             }
         };
         let tracked = drain.track();
-        let (state, drain, builder) = (state.clone(), drain.clone(), builder.clone());
+        let (state, drain, builders) = (state.clone(), drain.clone(), builders.clone());
         tokio::spawn(async move {
             let _tracked = tracked;
             let Some((stream, info)) = proxied(stream, info, &state).await else {
                 return;
             };
-            let Some((stream, info)) = secured(stream, info, &state).await else {
+            let Some((stream, info, protocol)) = secured(stream, info, &state).await else {
                 return;
             };
-            serve_connection(stream, info, state, drain, builder).await;
+            match protocol {
+                Protocol::Http1 => http1::serve(stream, info, state, drain, &builders.http1).await,
+                Protocol::Http2 => http2::serve(stream, info, state, drain, &builders.http2).await,
+            }
         });
     }
 }
@@ -260,7 +254,7 @@ async fn proxied(
             // The client's own forwarding headers are believed only if it
             // is itself a trusted proxy.
             info.trusted_proxy = state.proxies.trusts_peer(&info.remote_addr);
-            Some((Box::new(proxy_protocol::Rewound::new(rest, stream)), info))
+            Some((Box::new(rewound::Rewound::new(rest, stream)), info))
         }
         Err(e) => {
             log::warn!(
@@ -272,20 +266,45 @@ async fn proxied(
     }
 }
 
-/// With `--certfile`, the TLS handshake (within the header timeout);
-/// `None` (the connection is closed) if it fails.
+/// The servers for each HTTP version, set up once per listener.
+struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    http2: http2::Builder,
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// With `--certfile`, the TLS handshake (within the header timeout), and
+/// the HTTP version the client chose by ALPN; in cleartext, HTTP/2 if the
+/// client starts with its preface. `None` (the connection is closed) if
+/// the handshake fails or the client says nothing in time.
 async fn secured(
     stream: Box<dyn connection::Stream>,
     mut info: connection::ConnInfo,
     state: &ServerState,
-) -> Option<(Box<dyn connection::Stream>, connection::ConnInfo)> {
+) -> Option<(Box<dyn connection::Stream>, connection::ConnInfo, Protocol)> {
+    let header_timeout = state.limits.header_timeout.0;
     let Some(acceptor) = &state.tls else {
-        return Some((stream, info));
+        if !state.http2 {
+            return Some((stream, info, Protocol::Http1));
+        }
+        let (stream, is_http2) = http2::sniff(stream, header_timeout).await?;
+        let protocol = if is_http2 { Protocol::Http2 } else { Protocol::Http1 };
+        return Some((stream, info, protocol));
     };
-    match tokio::time::timeout(state.limits.header_timeout.0, acceptor.accept(stream)).await {
+    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             info.https = true;
-            Some((Box::new(stream), info))
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(tls::ALPN_HTTP2) => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            Some((Box::new(stream), info, protocol))
         }
         Ok(Err(e)) => {
             log::debug!("TLS handshake with {} failed: {e}", info.remote_addr);
@@ -295,66 +314,5 @@ async fn secured(
             log::debug!("TLS handshake with {} timed out", info.remote_addr);
             None
         }
-    }
-}
-
-/// Serves HTTP/1.1 on one accepted connection until it closes or the
-/// drain ends it.
-async fn serve_connection(
-    stream: Box<dyn connection::Stream>,
-    info: connection::ConnInfo,
-    state: Arc<ServerState>,
-    drain: Arc<Drain>,
-    builder: http1::Builder,
-) {
-    let verdicts = Arc::new(Verdicts::default());
-    let scanner = Scanner::new(
-        state.limits.max_body_size.0,
-        state.limits.max_header_size.0 as usize,
-        state.limits.max_headers,
-        verdicts.clone(),
-    );
-    let stream = Guarded::new(stream, scanner);
-    let connection = Arc::new(Connection::new(info, verdicts));
-    let conn_state = connection.clone();
-    let header_timeout = state.limits.header_timeout.0;
-    let service = {
-        let drain = drain.clone();
-        service_fn(move |request| {
-            let response = handler::handle(state.clone(), connection.clone(), request);
-            let drain = drain.clone();
-            async move {
-                let mut response = response.await?;
-                if drain.is_draining() {
-                    response
-                        .headers_mut()
-                        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, Infallible>(response)
-            }
-        })
-    };
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = drain.began() => {
-            // A request may be on its way: give it the grace to arrive
-            // (it is answered with `Connection: close`). A connection with
-            // no request yet was accepted moments ago (it may have spent
-            // them in a TLS handshake): its client gets the time any
-            // client has to send a head.
-            let grace = if conn_state.has_requests() { drain::IDLE_GRACE } else { header_timeout };
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = tokio::time::sleep(grace) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            }
-        }
-    };
-    if let Err(e) = result {
-        log::debug!("connection ended with an error: {e}");
     }
 }

@@ -4,19 +4,14 @@
 //! parsed by the `ppp` crate. The header is taken only from trusted peers
 //! (`--forwarded-allow-ips`); a connection without a valid one is closed
 //! before HTTP starts. Bytes read past the header go to hyper first
-//! ([`Rewound`]).
+//! ([`super::rewound::Rewound`]).
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use ppp::{v1, v2, HeaderResult, PartialResult};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-
-use super::connection::forward_async_write;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The longest header: v2's 16 fixed bytes and a 16-bit payload length
 /// (v1's line is at most 107 bytes).
@@ -92,39 +87,9 @@ fn parse(bytes: &[u8]) -> Result<Option<(Source, usize)>, String> {
     Ok(Some(parsed))
 }
 
-/// A stream whose first bytes were already read: they are read again
-/// first.
-pub struct Rewound<S> {
-    first: Bytes,
-    inner: S,
-}
-
-impl<S> Rewound<S> {
-    /// `inner`, with `first` put back in front of it.
-    pub fn new(first: Bytes, inner: S) -> Rewound<S> {
-        Rewound { first, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.first.is_empty() {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
-        let count = this.first.len().min(buf.remaining());
-        buf.put_slice(&this.first[..count]);
-        this.first.advance(count);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
-    forward_async_write!(inner);
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::rewound::Rewound;
     use super::*;
 
     fn v2_header(command: u8, family: u8, addresses: &[u8]) -> Vec<u8> {

@@ -130,11 +130,8 @@ pub fn server_state(options: &Options, retire: Retire, request_limit: Option<u64
         drain: Arc::default(),
         proxies: TrustedProxies::new(&options.forwarded_allow_ips),
         proxy_protocol: options.proxy_protocol,
-        tls: options
-            .tls_files()
-            .map(|(certfile, keyfile)| super::tls::acceptor(certfile, keyfile))
-            .transpose()
-            .map_err(Failure::input)?,
+        tls: super::tls::configured(options).map_err(Failure::input)?,
+        http2: !options.no_http2,
         metrics: ServerMetrics::new(options.apps().iter().map(|m| m.prefix.as_str())),
         retire,
         request_budget: RequestBudget::new(request_limit),

@@ -3,7 +3,7 @@
 //! builds from source with only a C compiler (aws-lc-rs needs cmake and
 //! takes minutes more on a 2-core machine), and it covers what is offered
 //! here: TLS 1.3 and 1.2 with the AEAD suites rustls ships, ECDSA, Ed25519
-//! and RSA keys. ALPN offers `http/1.1`.
+//! and RSA keys. ALPN offers `h2` (unless `--no-http2`) and `http/1.1`.
 //!
 //! Certificates are read once per process start, so a hot swap (SIGHUP)
 //! also renews them; the master reads them first, and a bad new pair is
@@ -17,10 +17,18 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::Options;
+
+/// HTTP/2's ALPN protocol id.
+pub const ALPN_HTTP2: &[u8] = b"h2";
+
+/// HTTP/1.1's ALPN protocol id.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
 /// Reads the certificate chain and key, checks that they belong together,
-/// and builds the acceptor; the error is one line naming the file, the
-/// problem and the option.
-pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, String> {
+/// and builds the acceptor, offering HTTP/2 by ALPN if `http2`; the error
+/// is one line naming the file, the problem and the option.
+pub fn acceptor(certfile: &Path, keyfile: &Path, http2: bool) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certfile)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| {
@@ -61,8 +69,19 @@ pub fn acceptor(certfile: &Path, keyfile: &Path) -> Result<TlsAcceptor, String> 
         .map_err(|e| format!("TLS cannot be set up: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = match http2 {
+        true => vec![ALPN_HTTP2.to_vec(), ALPN_HTTP1.to_vec()],
+        false => vec![ALPN_HTTP1.to_vec()],
+    };
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The acceptor `options` ask for (`None`: cleartext).
+pub fn configured(options: &Options) -> Result<Option<TlsAcceptor>, String> {
+    options
+        .tls_files()
+        .map(|(certfile, keyfile)| acceptor(certfile, keyfile, !options.no_http2))
+        .transpose()
 }
 
 /// `url` (as a listener prints it) with the scheme clients must use.

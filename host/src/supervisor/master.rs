@@ -471,12 +471,9 @@ async fn prepare_generation(
 
 /// Reads the certificate and key, if any, as a worker will.
 fn check_tls_files(options: &Options) -> Result<(), Failure> {
-    match options.tls_files() {
-        Some((certfile, keyfile)) => crate::server::tls::acceptor(certfile, keyfile)
-            .map(drop)
-            .map_err(Failure::input),
-        None => Ok(()),
-    }
+    crate::server::tls::configured(options)
+        .map(drop)
+        .map_err(Failure::input)
 }
 
 /// Finds and stages one app's library: (the user's file, its staged copy).

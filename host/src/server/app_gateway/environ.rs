@@ -20,10 +20,10 @@ pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVar
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     let mut repaired = repaired.iter();
-    // An absolute-form target names the host; Host is then ignored
-    // (RFC 9112 §3.2.2), so the app sees the target's.
+    // An absolute-form target (or HTTP/2's :authority) names the host;
+    // Host is then ignored (RFC 9112 §3.2.2), so the app sees the target's.
     let target_host = parts.uri.authority().map(|a| a.as_str());
-    let headers: Vec<Header<'_>> = parts
+    let mut headers: Vec<Header<'_>> = parts
         .headers
         .iter()
         .map(|(name, value)| {
@@ -35,6 +35,10 @@ pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVar
             Header::new(name.as_str(), value)
         })
         .collect();
+    // HTTP/2 names the host in :authority, usually without a Host header.
+    if let (Some(host), false) = (target_host, parts.headers.contains_key(hyper::header::HOST)) {
+        headers.push(Header::new("host", host));
+    }
     let conn = &call.conn;
     let forwarded = conn.trusted_proxy.then(|| call.state.proxies.read(&parts.headers));
     let (client, scheme) = match &forwarded {

@@ -198,7 +198,7 @@ fn on_board(call: &AppCall, parts: &Parts, sent: u16) -> inflight::Entered {
         method: parts.method.as_str(),
         mount: &call.mount,
         path: &call.path_info,
-        target: &target_of(&parts.uri),
+        target: &target_of(parts.version, &parts.uri),
         remote: &call.conn.remote_addr,
         protocol: protocol(parts.version),
         id: call.facts.id.to_str().unwrap_or("-"),
@@ -330,7 +330,7 @@ fn record(call: &AppCall, method: &Method, uri: &hyper::Uri, version: hyper::Ver
         &Entry {
             remote: &call.conn.remote_addr,
             method: method.as_str(),
-            target: &target_of(uri),
+            target: &target_of(version, uri),
             protocol: protocol(version),
             status: response.status().as_u16(),
             bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
@@ -346,7 +346,7 @@ fn log_access(call: &AppCall, parts: &Parts, summary: &Summary) {
         &Entry {
             remote: &call.conn.remote_addr,
             method: parts.method.as_str(),
-            target: &target_of(&parts.uri),
+            target: &target_of(parts.version, &parts.uri),
             protocol: protocol(parts.version),
             status: summary.status.unwrap_or(0),
             bytes: summary.bytes,

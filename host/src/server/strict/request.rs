@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | CONNECT is not served (no tunnels) | 501 | 9110 §9.3.6 |
 //! | exactly one Host field in HTTP/1.1, at most one in HTTP/1.0 | 400 | 9112 §3.2 |
+//! | HTTP/2 has `:authority` or Host, and a Host beside `:authority` names the same | 400 | 9113 §8.3.1 |
 //! | Host is `uri-host [":" port]`: a reg-name, an IPv4 address or a bracketed IP literal | 400 | 9110 §7.2, 3986 §3.2.2 |
 //! | origin-form, or absolute-form with `http`/`https` and no userinfo | 400 | 9112 §3.2.1–2, 9110 §4.2.4 |
 //! | authority-form only with CONNECT, asterisk-form only with OPTIONS | 400 | 9112 §3.2.3–4 |
@@ -87,8 +88,20 @@ fn check_method(method: &Method) -> Result<(), Refusal> {
 
 fn check_host<B>(request: &Request<B>) -> Result<(), Refusal> {
     let mut hosts = request.headers().get_all(HOST).iter();
+    let authority = request.uri().authority();
     let host = match (hosts.next(), hosts.next()) {
         (None, _) if request.version() == Version::HTTP_10 => return Ok(()),
+        // :authority is checked with the target.
+        (None, _) if request.version() == Version::HTTP_2 && authority.is_some() => return Ok(()),
+        (None, _) if request.version() == Version::HTTP_2 => {
+            return Err(refusal(400, "an HTTP/2 request needs :authority or a Host header"))
+        }
+        (Some(host), None)
+            if request.version() == Version::HTTP_2
+                && authority.is_some_and(|a| host.to_str().map_or(true, |h| *a != h)) =>
+        {
+            return Err(refusal(400, "the Host header names another host than :authority"))
+        }
         (None, _) => return Err(refusal(400, "an HTTP/1.1 request needs a Host header")),
         (Some(_), Some(_)) => return Err(refusal(400, "the request has more than one Host header")),
         (Some(host), None) => host,
@@ -371,6 +384,23 @@ mod tests {
         assert_eq!(request("GET /", &[]), Err(400));
         assert_eq!(request("GET /", &[("Host", "a"), ("Host", "a")]), Err(400));
         assert_eq!(request("GET /", &[("Host", "a")]), Ok(()));
+    }
+
+    #[test]
+    fn http2_names_its_host_in_the_authority() {
+        let h2 = |target: &str, headers: &[(&str, &str)]| {
+            let mut builder = Request::builder().version(Version::HTTP_2).uri(target);
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            check(&builder.body(()).unwrap()).map_err(|r| r.status)
+        };
+        assert_eq!(h2("https://a.example/p", &[]), Ok(()));
+        assert_eq!(h2("https://a.example/p", &[("Host", "a.example")]), Ok(()));
+        assert_eq!(h2("https://a.example/p", &[("Host", "b.example")]), Err(400));
+        assert_eq!(h2("/p", &[("Host", "a.example")]), Ok(()));
+        assert_eq!(h2("/p", &[]), Err(400));
+        assert_eq!(h2("https://u@a.example/p", &[]), Err(400));
     }
 
     #[test]

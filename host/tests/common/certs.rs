@@ -1,0 +1,57 @@
+//! Certificates for the TLS tests, made with rcgen when a test runs (no
+//! key is ever committed), and a rustls client that trusts one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+
+/// A test certificate: its files and its DER.
+pub struct TestCert {
+    /// The PEM certificate.
+    pub certfile: PathBuf,
+    /// The PEM key.
+    pub keyfile: PathBuf,
+    /// The certificate, for a client to trust.
+    pub der: CertificateDer<'static>,
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as
+/// `NAME.crt` / `NAME.key` in `dir`.
+pub fn make_cert(dir: &Path, name: &str) -> TestCert {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("a certificate");
+    let (certfile, keyfile) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&certfile, cert.pem()).unwrap();
+    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
+    TestCert {
+        certfile,
+        keyfile,
+        der: cert.der().clone(),
+    }
+}
+
+/// A client that trusts only `cert` and offers `alpn`.
+pub fn client_config(cert: &TestCert, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// `--certfile … --keyfile …` for `cert`.
+pub fn tls_args(cert: &TestCert) -> [String; 4] {
+    [
+        "--certfile".to_owned(),
+        cert.certfile.display().to_string(),
+        "--keyfile".to_owned(),
+        cert.keyfile.display().to_string(),
+    ]
+}

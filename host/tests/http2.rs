@@ -1,0 +1,485 @@
+//! HTTP/2: cleartext with prior knowledge (h2c) and over TLS by ALPN, with
+//! curl as the real client (Debian's curl speaks both); the limits against
+//! rapid reset (CVE-2023-44487) and CONTINUATION floods (CVE-2024-27316),
+//! with a small attacking client that writes frames by hand; idle and
+//! silent connections; streams that finish while a swap drains.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::certs::{make_cert, tls_args, TestCert};
+use common::fleet::{lines_with, wait_for_count, worker_pids};
+use common::server::{Server, TempDir};
+use common::{app_spec, plugin_lib};
+
+fn echo() -> String {
+    app_spec(&plugin_lib("echo"), "application")
+}
+
+/// Runs curl with `args`, each response's `%{http_version} %{http_code}`
+/// and body in its stdout; panics if curl is missing.
+fn curl(args: &[&str]) -> (bool, String) {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl ({e}): install it (apt-get install curl) for the HTTP/2 tests"));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.success(), text + &String::from_utf8_lossy(&output.stderr))
+}
+
+/// What curl prints after each response: version, status.
+const WRITE_OUT: &str = "\n=%{http_version} %{http_code}\n";
+
+/// The `=VERSION STATUS` lines of a curl run.
+fn outcomes(text: &str) -> Vec<&str> {
+    text.lines().filter_map(|line| line.strip_prefix('=')).collect()
+}
+
+fn url(addr: SocketAddr, scheme: &str, path: &str) -> String {
+    format!("{scheme}://localhost:{}{path}", addr.port())
+}
+
+fn resolve(addr: SocketAddr) -> String {
+    format!("localhost:{}:127.0.0.1", addr.port())
+}
+
+#[test]
+fn curl_gets_the_site_and_apps_over_h2c_and_over_tls() {
+    let dir = TempDir::new("h2-curl");
+    let cert = make_cert(dir.path(), "site");
+    let cleartext = Server::builder().arg(echo()).args(["-w", "1"]).start();
+    let tls = Server::builder()
+        .arg(echo())
+        .args(["-w", "1"])
+        .args(tls_args(&cert))
+        .start();
+    let index = std::fs::read_to_string(common::repo_root().join("html/index.html")).unwrap();
+    let cacert = cert.certfile.display().to_string();
+    let body_file = dir.join("body");
+    std::fs::write(&body_file, "b".repeat(300_000)).unwrap();
+    let body = format!("@{}", body_file.display());
+
+    for (server, scheme, how, scheme_seen) in [
+        (&cleartext, "http", "--http2-prior-knowledge", "http"),
+        (&tls, "https", "--http2", "https"),
+    ] {
+        let (site, who, post, stream) = (
+            url(server.addr, scheme, "/index.html"),
+            url(server.addr, scheme, "/who?x=1"),
+            url(server.addr, scheme, "/post"),
+            url(server.addr, scheme, "/stream"),
+        );
+        let resolve = resolve(server.addr);
+        // Three requests, on one connection over TLS. (Debian 12's curl
+        // 7.88 fails every request after the first on a reused h2c
+        // connection, nginx's too: there, each has its own.)
+        let text = if scheme == "https" {
+            let (ok, text) = curl(&[
+                how,
+                "--cacert",
+                &cacert,
+                "--resolve",
+                &resolve,
+                "-w",
+                WRITE_OUT,
+                &site,
+                &who,
+                &site,
+            ]);
+            assert!(ok, "{text}");
+            text
+        } else {
+            [&site, &who, &site]
+                .iter()
+                .map(|url| curl(&[how, "--resolve", &resolve, "-w", WRITE_OUT, url]).1)
+                .collect()
+        };
+        assert_eq!(outcomes(&text), ["2 200"; 3], "{text}");
+        assert!(text.contains(&index), "the index came back changed:\n{text}");
+        assert!(text.contains("\"SERVER_PROTOCOL\": \"HTTP/2\""), "{text}");
+        assert!(
+            text.contains(&format!("\"wsgi.url_scheme\": \"{scheme_seen}\"")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\"HTTP_HOST\": \"localhost:{}\"", server.addr.port())),
+            "{text}"
+        );
+        assert!(text.contains("\"QUERY_STRING\": \"x=1\""), "{text}");
+
+        let (ok, text) = curl(&[
+            how,
+            "--cacert",
+            &cacert,
+            "--resolve",
+            &resolve,
+            "-w",
+            WRITE_OUT,
+            "--data-binary",
+            &body,
+            &post,
+        ]);
+        assert!(
+            ok && text.contains("\"body_length\": 300000"),
+            "{}",
+            &text[..text.len().min(500)]
+        );
+        let (ok, text) = curl(&[
+            how,
+            "--cacert",
+            &cacert,
+            "--resolve",
+            &resolve,
+            "-w",
+            WRITE_OUT,
+            &stream,
+        ]);
+        assert!(ok && outcomes(&text) == ["2 200"], "{text}");
+
+        // HTTP/1.1 still works beside it.
+        let (ok, text) = curl(&[
+            "--http1.1",
+            "--cacert",
+            &cacert,
+            "--resolve",
+            &resolve,
+            "-w",
+            WRITE_OUT,
+            &site,
+        ]);
+        assert!(ok && outcomes(&text) == ["1.1 200"], "{text}");
+
+        let log = wait_for_count(server, "\"POST /post HTTP/2\" 200", 1, Duration::from_secs(10));
+        assert_eq!(lines_with(&log, "\"GET /index.html HTTP/2\" 200").len(), 2, "{log}");
+        assert_eq!(lines_with(&log, "\"GET /who?x=1 HTTP/2\" 200").len(), 1, "{log}");
+        assert_eq!(lines_with(&log, "\"GET /index.html HTTP/1.1\" 200").len(), 1, "{log}");
+    }
+}
+
+#[test]
+fn no_http2_serves_http1_only() {
+    let dir = TempDir::new("h2-off");
+    let cert = make_cert(dir.path(), "site");
+    let cacert = cert.certfile.display().to_string();
+    let cleartext = Server::builder().arg(echo()).arg("--no-http2").start();
+    let tls = Server::builder()
+        .arg(echo())
+        .arg("--no-http2")
+        .args(tls_args(&cert))
+        .start();
+
+    let resolve_tls = resolve(tls.addr);
+    let site = url(tls.addr, "https", "/index.html");
+    let (ok, text) = curl(&[
+        "--http2",
+        "--cacert",
+        &cacert,
+        "--resolve",
+        &resolve_tls,
+        "-w",
+        WRITE_OUT,
+        &site,
+    ]);
+    assert!(ok && outcomes(&text) == ["1.1 200"], "ALPN chose HTTP/2:\n{text}");
+
+    let resolve_plain = resolve(cleartext.addr);
+    let site = url(cleartext.addr, "http", "/index.html");
+    let (ok, text) = curl(&[
+        "--http2-prior-knowledge",
+        "--resolve",
+        &resolve_plain,
+        "-w",
+        WRITE_OUT,
+        &site,
+    ]);
+    assert!(!ok || !outcomes(&text).iter().any(|o| o.starts_with("2 ")), "{text}");
+    let (ok, text) = curl(&["--resolve", &resolve_plain, "-w", WRITE_OUT, &site]);
+    assert!(ok && outcomes(&text) == ["1.1 200"], "{text}");
+}
+
+/// Frames written by hand, for the attacks (RFC 9113 §4, §6; HPACK RFC 7541).
+mod frames {
+    use super::*;
+
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const CONTINUATION: u8 = 0x9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    /// GOAWAY's error code for a peer that misbehaves.
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+    /// RST_STREAM's CANCEL.
+    pub const CANCEL: u32 = 0x8;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[kind, flags]);
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// An HPACK literal field without indexing, its name from the static
+    /// table's entry `index`.
+    pub fn literal(index: u8, value: &[u8]) -> Vec<u8> {
+        assert!(value.len() < 127);
+        let mut field = vec![index, value.len() as u8];
+        field.extend_from_slice(value);
+        field
+    }
+
+    /// The header block of `GET path` (`:method GET`, `:scheme http` from
+    /// the static table).
+    pub fn get(path: &str) -> Vec<u8> {
+        let mut block = vec![0x82, 0x86];
+        block.extend(literal(4, path.as_bytes()));
+        block.extend(literal(1, b"localhost"));
+        block
+    }
+
+    /// A connection that has sent the preface and its SETTINGS.
+    pub fn connect(addr: SocketAddr) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        stream.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+        stream
+    }
+
+    /// Writes `bytes`; `false` if the server closed the connection first.
+    pub fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+        bytes.chunks(64 * 1024).all(|chunk| stream.write_all(chunk).is_ok())
+    }
+
+    /// Reads until the server closes the connection (or 15 s pass):
+    /// the GOAWAY's error code and debug text, if one came.
+    pub fn goaway(stream: &mut TcpStream) -> Option<(u32, String)> {
+        let mut received = Vec::new();
+        let _ = stream.read_to_end(&mut received);
+        let mut at = 0;
+        while at + 9 <= received.len() {
+            let len = u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
+            let payload = &received[(at + 9).min(received.len())..(at + 9 + len).min(received.len())];
+            if received[at + 3] == GOAWAY && payload.len() >= 8 {
+                let code = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+                return Some((code, String::from_utf8_lossy(&payload[8..]).into_owned()));
+            }
+            at += 9 + len;
+        }
+        None
+    }
+}
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn rapid_reset_and_continuation_floods_are_cut_off_ten_times_over() {
+    use frames::*;
+    let server = Server::builder().arg(echo()).args(["-w", "1"]).start();
+    let workers = worker_pids(server.pid());
+    assert_eq!(workers.len(), 1);
+    let rss_before = rss_kib(workers[0]);
+    let check = url(server.addr, "http", "/check");
+    let resolve = resolve(server.addr);
+
+    for round in 0..10 {
+        // Rapid reset: 5 000 requests, each cancelled as soon as it is sent.
+        let mut attack = Vec::new();
+        for n in 0..5_000u32 {
+            let stream = 1 + 2 * n;
+            attack.extend(frame(HEADERS, END_STREAM | END_HEADERS, stream, &get("/reset")));
+            attack.extend(frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()));
+        }
+        let mut peer = connect(server.addr);
+        send(&mut peer, &attack);
+        let (code, text) = goaway(&mut peer).unwrap_or_else(|| panic!("round {round}: no GOAWAY after a rapid reset"));
+        assert_eq!(code, ENHANCE_YOUR_CALM, "round {round}: {text}");
+
+        // CONTINUATION flood: one header block that never ends.
+        let mut attack = frame(HEADERS, 0, 1, &get("/flood"));
+        let filler = literal(0x0f, &[b'y'; 100]);
+        for _ in 0..20_000 {
+            attack.extend(frame(CONTINUATION, 0, 1, &filler));
+        }
+        let mut peer = connect(server.addr);
+        let whole = send(&mut peer, &attack);
+        let closed = goaway(&mut peer);
+        assert!(
+            !whole || closed.is_some(),
+            "round {round}: a 2 MB header block was taken whole"
+        );
+
+        let (ok, text) = curl(&[
+            "--http2-prior-knowledge",
+            "--resolve",
+            &resolve,
+            "-w",
+            WRITE_OUT,
+            &check,
+        ]);
+        assert!(ok && outcomes(&text) == ["2 200"], "round {round}: {text}");
+    }
+    let log = server.log();
+    assert_eq!(worker_pids(server.pid()), workers, "a worker died:\n{log}");
+    assert!(
+        lines_with(&log, "GET /reset").len() < 10 * 100,
+        "reset streams reached the app:\n{log}"
+    );
+    assert!(lines_with(&log, "/flood").is_empty(), "{log}");
+    let grown = rss_kib(workers[0]).saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the worker grew by {grown} KiB under the floods");
+}
+
+#[test]
+fn idle_and_silent_connections_are_closed_after_the_header_timeout() {
+    use frames::*;
+    let server = Server::builder()
+        .arg(echo())
+        .args(["-w", "1", "--header-timeout", "2s"])
+        .start();
+    let started = Instant::now();
+    // 50 that stop after the preface, 50 after a first request, 50 that
+    // never say a word: all closed, the first hundred with a GOAWAY.
+    let mut quiet: Vec<(TcpStream, bool)> = Vec::new();
+    for n in 0..150 {
+        match n / 50 {
+            0 => quiet.push((connect(server.addr), true)),
+            1 => {
+                let mut peer = connect(server.addr);
+                peer.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &get("/first")))
+                    .unwrap();
+                quiet.push((peer, true));
+            }
+            _ => {
+                let silent = TcpStream::connect(server.addr).unwrap();
+                silent.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                quiet.push((silent, false));
+            }
+        }
+    }
+    for (n, (mut peer, speaks_http2)) in quiet.into_iter().enumerate() {
+        let closed = goaway(&mut peer);
+        if speaks_http2 {
+            let (code, _) = closed.unwrap_or_else(|| panic!("connection {n} got no GOAWAY"));
+            assert_eq!(code, 0, "connection {n}: an idle close is NO_ERROR");
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "closing took {:?}",
+        started.elapsed()
+    );
+    let log = server.log();
+    assert_eq!(lines_with(&log, "\"GET /first HTTP/2\" 200").len(), 50, "{log}");
+    let resolve = resolve(server.addr);
+    let (ok, text) = curl(&[
+        "--http2-prior-knowledge",
+        "--resolve",
+        &resolve,
+        "-w",
+        WRITE_OUT,
+        &url(server.addr, "http", "/after"),
+    ]);
+    assert!(ok && outcomes(&text) == ["2 200"], "{text}");
+}
+
+#[test]
+fn swaps_drain_http2_with_goaway_and_lose_no_request() {
+    let dir = TempDir::new("h2-swap");
+    let cert: TestCert = make_cert(dir.path(), "site");
+    let server = Server::builder()
+        .arg(echo())
+        .args(["-w", "2"])
+        .args(tls_args(&cert))
+        .start();
+    let cacert = cert.certfile.display().to_string();
+    let resolve = resolve(server.addr);
+
+    // A slow request in flight when the swap begins finishes on its stream.
+    let slow = {
+        let (cacert, resolve) = (cacert.clone(), resolve.clone());
+        let slow = url(server.addr, "https", "/sleep/1500");
+        std::thread::spawn(move || {
+            curl(&[
+                "--http2",
+                "--cacert",
+                &cacert,
+                "--resolve",
+                &resolve,
+                "-w",
+                WRITE_OUT,
+                &slow,
+            ])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Clients that keep their connection for 20 requests at a time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (cacert, resolve, stop) = (cacert.clone(), resolve.clone(), stop.clone());
+            let urls: Vec<String> = (0..20)
+                .map(|n| url(server.addr, "https", &format!("/load/{n}")))
+                .collect();
+            std::thread::spawn(move || {
+                let mut outcomes_seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut args = vec!["--http2", "--cacert", &cacert, "--resolve", &resolve, "-w", WRITE_OUT];
+                    args.extend(urls.iter().map(String::as_str));
+                    let (_, text) = curl(&args);
+                    outcomes_seen.extend(outcomes(&text).iter().map(|o| o.to_string()));
+                    let missing = 20 - outcomes(&text).len();
+                    outcomes_seen.extend(std::iter::repeat("lost".to_owned()).take(missing));
+                }
+                outcomes_seen
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        server.signal("HUP");
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, text) = slow.join().unwrap();
+    assert!(
+        ok && outcomes(&text) == ["2 200"],
+        "the slow request was lost in the swap: {text}"
+    );
+    let all: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let failed: Vec<&String> = all.iter().filter(|o| *o != "2 200").collect();
+    eprintln!(
+        "{} requests over HTTP/2 across 5 swaps, {} failed",
+        all.len(),
+        failed.len()
+    );
+    assert!(all.len() >= 60, "only {} requests were made", all.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}\n{}",
+        failed.len(),
+        all.len(),
+        &failed[..failed.len().min(10)],
+        server.log()
+    );
+    let log = server.log();
+    assert!(
+        lines_with(&log, "generation drains").len() + lines_with(&log, "drains").len() >= 5,
+        "{log}"
+    );
+}
