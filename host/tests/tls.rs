@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::certs::{client_config, make_cert, tls_args, TestCert};
+use common::certs::{client_config, client_config_signed_by, make_ca, make_cert, tls_args, TestCert};
 use common::fleet::poll;
 use common::server::{request_bytes, Server, TempDir};
 use common::{app_spec, plugin_lib, run_host, stderr_text};
@@ -196,4 +196,78 @@ fn sighup_renews_the_certificate_and_refuses_a_bad_one() {
         assert_eq!(exchange(&mut conn, "/index.html").0, 200);
     }
     server.stop();
+}
+
+/// One request on a new connection: the status, or why there was none.
+fn try_request(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> std::io::Result<u16> {
+    let mut conn = connect(addr, config)?;
+    conn.write_all(&request_bytes("GET", "/index.html", &[], b""))?;
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head)?;
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP response"))
+}
+
+#[test]
+fn ca_certs_let_in_only_clients_with_a_certificate_the_ca_signed() {
+    let dir = TempDir::new("tls-mutual");
+    let cert = make_cert(dir.path(), "site");
+    let ca = make_ca(dir.path(), "clients-ca");
+    let stranger = make_ca(dir.path(), "stranger-ca");
+    let server = Server::builder()
+        .arg(echo())
+        .args(tls_args(&cert))
+        .args(["--ca-certs", &ca.certfile.display().to_string()])
+        .start();
+    let member = client_config_signed_by(&cert, &ca);
+    let outsider = client_config_signed_by(&cert, &stranger);
+    let anonymous = client_config(&cert, &[b"http/1.1"]);
+    for round in 0..10 {
+        assert_eq!(try_request(server.addr, &member).ok(), Some(200), "round {round}");
+        assert!(
+            try_request(server.addr, &outsider).is_err(),
+            "round {round}: a stranger's client got in"
+        );
+        assert!(
+            try_request(server.addr, &anonymous).is_err(),
+            "round {round}: a client without a certificate got in"
+        );
+    }
+
+    // --ca-certs alone, or with a file that holds no certificate: exit 2.
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let s = |p: &Path| p.display().to_string();
+    let mut with_cert: Vec<String> = vec!["--bind".into(), "127.0.0.1:0".into(), echo()];
+    with_cert.extend(tls_args(&cert));
+    for (args, needle) in [
+        (
+            vec![
+                "--bind".into(),
+                "127.0.0.1:0".into(),
+                echo(),
+                "--ca-certs".into(),
+                s(&ca.certfile),
+            ],
+            "--certfile",
+        ),
+        (
+            [with_cert.clone(), vec!["--ca-certs".into(), s(&garbage)]].concat(),
+            "--ca-certs",
+        ),
+        (
+            [with_cert, vec!["--ca-certs".into(), s(&dir.join("missing.pem"))]].concat(),
+            "--ca-certs",
+        ),
+    ] {
+        let output = run_host(&args, &[], b"");
+        let stderr = stderr_text(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().last().unwrap_or_default().contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
 }

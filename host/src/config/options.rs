@@ -82,6 +82,12 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyfile: Option<PathBuf>,
 
+    /// PEM CA certificates: HTTPS clients must present a certificate they
+    /// signed (mutual TLS). Read again at every hot swap.
+    #[arg(long, value_name = "FILE", env = "HOST_CA_CERTS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<PathBuf>,
+
     /// Serve HTTP/1.1 only: no HTTP/2 by ALPN over TLS, and no cleartext
     /// HTTP/2 with prior knowledge (h2c).
     #[arg(long, env = "HOST_NO_HTTP2", value_parser = BoolishValueParser::new())]
@@ -325,6 +331,9 @@ impl Options {
             return Err(
                 "HTTPS needs both a certificate and its key: pass --certfile FILE and --keyfile FILE".to_owned(),
             );
+        }
+        if self.ca_certs.is_some() && self.certfile.is_none() {
+            return Err("--ca-certs checks HTTPS clients: pass --certfile FILE and --keyfile FILE too".to_owned());
         }
         Ok(())
     }

@@ -55,3 +55,44 @@ pub fn tls_args(cert: &TestCert) -> [String; 4] {
         cert.keyfile.display().to_string(),
     ]
 }
+
+/// A CA, written as `NAME.crt` in `dir`, that signs client certificates.
+pub struct TestCa {
+    /// The PEM certificate (for `--ca-certs`).
+    pub certfile: PathBuf,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+/// A new CA named `name`.
+pub fn make_ca(dir: &Path, name: &str) -> TestCa {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("a CA certificate");
+    let certfile = dir.join(format!("{name}.crt"));
+    std::fs::write(&certfile, cert.pem()).unwrap();
+    TestCa { certfile, cert, key }
+}
+
+/// A client that trusts `server`, offers `http/1.1`, and presents a
+/// certificate `ca` signed.
+pub fn client_config_signed_by(server: &TestCert, ca: &TestCa) -> Arc<rustls::ClientConfig> {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(vec!["client".to_owned()]).expect("params");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("a client certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert.der().clone()], key.into())
+        .expect("a client certificate and key");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
