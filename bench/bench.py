@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import h2load
+
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
 HOST_BIN = RELEASE / "host"
@@ -286,8 +288,7 @@ def check_prerequisites(workloads: list[Workload]) -> None:
     if any(NGINX_1 in w.servers for w in workloads):
         needed.append(NGINX_BIN)
     missing = [str(p) for p in needed if not p.exists()]
-    if not shutil.which("wrk"):
-        missing.append("wrk")
+    missing += [tool for tool in ("wrk", "h2load", "openssl") if not shutil.which(tool)]
     if missing:
         raise BenchError(f"missing: {', '.join(missing)} (bench/run installs the tools and runs make build)")
 
@@ -780,6 +781,99 @@ def call_path_section() -> str:
 
 
 # --------------------------------------------------------------------------
+# TLS and HTTP/2
+
+TLS_WORKLOADS = (("hello", "/hello"), ("static 4 KiB", "/4k.bin"))
+TLS_CONNECTIONS = 32
+TLS_STREAMS = 10  # requests in flight per HTTP/2 connection
+
+
+def tls_argv(spec: ServerSpec, port: int, scratch: Scratch, cert: h2load.Certificate) -> list[str]:
+    """`spec` serving HTTPS (HTTP/1.1 and h2) with `cert` on `port`."""
+    if spec.kind == "host":
+        return [*host_argv(port, scratch.site, spec.workers), "--certfile", str(cert.certfile), "--keyfile", str(cert.keyfile)]
+    (scratch.tmp / "nginx-temp").mkdir(exist_ok=True)
+    conf = scratch.tmp / f"nginx-tls-{port}.conf"
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(
+        h2load.NGINX_TLS_CONF.format(
+            workers=spec.workers, tmp=scratch.tmp, user=user, port=port, site=scratch.site,
+            certfile=cert.certfile, keyfile=cert.keyfile,
+        )
+    )  # fmt: skip
+    return [str(NGINX_BIN), "-c", str(conf), "-p", f"{scratch.tmp}/", "-e", str(scratch.tmp / "nginx-tls-error.log")]
+
+
+def wait_tls_ready(server: Server, paths: list[str]) -> None:
+    """Waits until every path answers 200 over HTTPS (h2load, one request each)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise server.fail(f"exited with code {server.proc.returncode} before it was ready")
+        try:
+            ready = all(
+                h2load.run(f"https://127.0.0.1:{server.port}{p}", http1=True, connections=1, streams=1, seconds=0.2).succeeded
+                for p in paths
+            )
+        except (ValueError, subprocess.SubprocessError):
+            ready = False
+        if ready:
+            return
+        time.sleep(0.2)
+    raise server.fail(f"not ready over HTTPS after {READY_TIMEOUT:.0f} s")
+
+
+def tls_h2_section(opts) -> str:
+    """hello and a 4 KiB file over TLS, HTTP/1.1 and h2, host against nginx with the same certificate."""
+    print("TLS and HTTP/2 (h2load)", file=sys.stderr)
+    cert = h2load.make_certificate(opts.scratch.tmp)
+    measured: dict[tuple[str, str, str], tuple[float, float | None, int]] = {}
+    for spec in (NGINX_1, NGINX_N, HOST_1, HOST_N):
+        port = free_port()
+        server = Server(f"{spec.name} TLS", tls_argv(spec, port, opts.scratch, cert), port, opts.scratch.tmp / f"tls-{spec.name}.log")
+        server.start()
+        try:
+            wait_tls_ready(server, [path for _, path in TLS_WORKLOADS])
+            for title, path in TLS_WORKLOADS:
+                for protocol in ("HTTP/1.1", "h2"):
+                    load = dict(http1=protocol == "HTTP/1.1", connections=TLS_CONNECTIONS, streams=TLS_STREAMS)
+                    url = f"https://127.0.0.1:{port}{path}"
+                    if opts.warmup > 0:
+                        h2load.run(url, seconds=opts.warmup, **load)
+                    before = cpu_ticks(server.pid)
+                    result = h2load.run(url, seconds=opts.duration, **load)
+                    ticks = cpu_ticks(server.pid) - before
+                    rps = result.succeeded / result.seconds if result.seconds else 0.0
+                    cpu = ticks * 1e6 / CLK_TCK / result.succeeded if result.succeeded else None
+                    measured[(title, protocol, spec.name)] = (rps, cpu, result.failed + result.errored)
+                    print(f"  {spec.name:8} {title:13} {protocol:8} {rps:10.0f} req/s  {'-' if cpu is None else f'{cpu:.1f}'} µs/req", file=sys.stderr)
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
+        finally:
+            server.stop()
+    lines = [
+        "## TLS and HTTP/2 (h2load)",
+        "",
+        f"h2load -t1 -c{TLS_CONNECTIONS}, -m{TLS_STREAMS} for h2 (one request at a time per connection for HTTP/1.1, "
+        f"which h2load does not pipeline); {opts.duration:g} s per run after a {opts.warmup:g} s warmup; "
+        "the same ECDSA P-256 certificate for both; nginx answers /hello with `return 200` (it runs no app). "
+        "Ratios are host against nginx with the same worker count and protocol.",
+        "",
+        "| workload | protocol | server | req/s | CPU µs/req | req/s vs nginx | CPU vs nginx | failed |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for title, _ in TLS_WORKLOADS:
+        for protocol in ("HTTP/1.1", "h2"):
+            for spec in (NGINX_1, HOST_1, NGINX_N, HOST_N):
+                rps, cpu, failed = measured[(title, protocol, spec.name)]
+                base = NGINX_1 if spec.workers == 1 else NGINX_N
+                base_rps, base_cpu, _ = measured[(title, protocol, base.name)]
+                vs = (fmt(ratio(rps, base_rps), ".2f"), fmt(ratio(cpu, base_cpu), ".2f")) if spec.kind == "host" else ("", "")
+                lines.append(f"| {title} | {protocol} | {spec.name} | {rps:,.0f} | {fmt(cpu, '.1f')} | {vs[0]} | {vs[1]} | {failed} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
 # Report header and command line
 
 
@@ -837,6 +931,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", metavar="NAME[,NAME]", help="workloads: " + ", ".join(w.key for w in WORKLOADS) + " (prefixes work)"
     )
     parser.add_argument("--skip-callgrind", action="store_true", help="skip instructions per request")
+    parser.add_argument("--skip-tls", action="store_true", help="skip the TLS and HTTP/2 runs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="--duration 2 --warmup 0.5")
     opts = parser.parse_args(argv)
@@ -860,6 +955,10 @@ def run(opts, report: Report) -> None:
     check_prerequisites(workloads)
     report.add("## Throughput\n\n" + throughput_table(run_throughput(workloads, opts)))
     report.add(rss_section(opts.scratch))
+    if opts.skip_tls:
+        report.add("## TLS and HTTP/2 (h2load)\n\nskipped (--skip-tls)")
+    else:
+        report.add(tls_h2_section(opts))
     report.add(call_path_section())
     if opts.skip_callgrind:
         report.add("## Instructions per request\n\nskipped (--skip-callgrind)")
