@@ -1,6 +1,6 @@
 # The two front-door commands (see README.md):
 #   make run    build everything, then serve the demo site with the ctime app
-#   make test   build everything, then run every test
+#   make test   build everything (without LTO), then run every test
 CARGO ?= cargo
 HOST := ./target/release/host
 
@@ -20,8 +20,11 @@ build:
 run: build
 	$(HOST) ./plugins/libctime.so:application
 
-test: build
-	$(CARGO) test --release --workspace
+# The tests build with the test-release profile (release without LTO, see
+# Cargo.toml): the host and plugins they run are in target/test-release.
+test:
+	$(CARGO) build --profile test-release --workspace
+	$(CARGO) test --profile test-release --workspace
 
 clippy:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings

@@ -3,8 +3,8 @@
 //! out correctly there), and the static site's cached lookups are checked
 //! against the disk again after a second.
 //!
-//! Run `cargo build --release --workspace` first (echo is loaded from the
-//! host binary's folder). Every wait is bounded; timings are compared with
+//! Run `make test` (or `cargo build --profile test-release --workspace` first): echo is loaded from the
+//! host binary's folder. Every wait is bounded; timings are compared with
 //! each other (which finished first), never with absolute budgets.
 
 mod common;

@@ -1,7 +1,7 @@
 //! The HTTP server end to end: the real `host` binary on 127.0.0.1 with an
 //! ephemeral port, driven by a raw-socket client. Run
-//! `cargo build --release --workspace` first (the demo plugins are loaded
-//! from the host binary's folder).
+//! `make test` (or `cargo build --profile test-release --workspace` first): the demo plugins are loaded
+//! from the host binary's folder.
 
 mod common;
 

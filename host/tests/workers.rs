@@ -3,8 +3,8 @@
 //! hot swaps (SIGHUP and `--reload`) under load, refused swaps, graceful
 //! stop and crash-loop back-off.
 //!
-//! Run `cargo build --release --workspace` first (echo and faulty are loaded
-//! from the host binary's folder); the `swap` fixture is built here, once
+//! Run `make test` (or `cargo build --profile test-release --workspace` first): echo and faulty are loaded
+//! from the host binary's folder; the `swap` fixture is built here, once
 //! per `SWAP_VERSION`.
 //!
 //! The tests run one at a time (see [`one_at_a_time`]): each starts a master,

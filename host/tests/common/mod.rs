@@ -2,7 +2,8 @@
 //! the demo plugins, the refusal fixtures (built on first use), and running
 //! `host` as a child process with a timeout.
 //!
-//! Run `cargo build --release --workspace` before `cargo test --release`: the
+//! `make test` builds the workspace, then runs the tests, in the
+//! `test-release` profile (release without LTO): the
 //! tests load the demo plugins from the folder of the `host` binary under
 //! test.
 #![allow(dead_code)] // not every test file uses every helper
@@ -50,7 +51,8 @@ pub fn plugin_lib(name: &str) -> PathBuf {
     let path = build_dir().join(format!("lib{name}.so"));
     assert!(
         path.is_file(),
-        "{} is missing: run `cargo build --release --workspace` first (`cargo build --workspace` for a debug test \
+        "{} is missing: run `make test`, or build the workspace in the profile the tests run in first (`cargo build \
+         --profile test-release --workspace` before `cargo test --profile test-release`; `cargo build --workspace` for a debug test \
          run): the tests load the demo plugins from the host binary's folder",
         path.display()
     );
