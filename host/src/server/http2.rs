@@ -32,6 +32,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
 
+use super::coalesced::Coalesced;
 use super::connection::{ConnInfo, Stream};
 use super::drain::Drain;
 use super::handler::{self, Connection};
@@ -123,7 +124,7 @@ pub async fn serve(
     let watched = connection.clone();
     let idle = state.limits.header_timeout.0;
     let service = service_fn(move |request| handler::handle(state.clone(), connection.clone(), request));
-    let serving = builder.serve_connection(TokioIo::new(stream), service);
+    let serving = builder.serve_connection(TokioIo::new(Coalesced::new(stream)), service);
     tokio::pin!(serving);
     let mut seen = 0;
     let closing = loop {

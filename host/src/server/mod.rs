@@ -17,13 +17,14 @@
 //! - [`drain`]: stopping without dropping requests; [`memory`]: giving
 //!   memory back after floods.
 //! - [`startup`]: what a serving process does before its first request.
-//! - [`zero_copy`]: large files sent with `sendfile`; [`rewound`]: bytes
-//!   read ahead, put back.
+//! - [`zero_copy`]: large files sent with `sendfile`; [`coalesced`]: small
+//!   HTTP/2 writes gathered; [`rewound`]: bytes read ahead, put back.
 
 pub mod access_log;
 pub mod app_gateway;
 pub mod body;
 pub mod call_policy;
+pub mod coalesced;
 pub mod connection;
 pub mod drain;
 pub mod forwarded;
