@@ -22,6 +22,7 @@ use hyper::header::{HeaderMap, HeaderValue, REFERER, USER_AGENT};
 use hyper::{Uri, Version};
 use serde::Serialize;
 
+use super::request_id::RequestId;
 use crate::config::AccessLogFormat;
 
 /// How long the first line of a batch may wait to be written.
@@ -76,7 +77,7 @@ pub struct Entry<'a> {
 #[derive(Clone, Debug)]
 pub struct RequestFacts {
     /// `X-Request-Id` (see `server::request_id`).
-    pub id: HeaderValue,
+    pub id: RequestId,
     /// `Referer`, kept only for the combined format.
     pub referer: Option<HeaderValue>,
     /// `User-Agent`, kept only for the combined format.
@@ -110,7 +111,7 @@ impl AccessLog {
 
     /// The facts a request's line needs: its id, and for the combined
     /// format its Referer and User-Agent.
-    pub fn facts(&self, headers: &HeaderMap, id: HeaderValue) -> RequestFacts {
+    pub fn facts(&self, headers: &HeaderMap, id: RequestId) -> RequestFacts {
         let combined = self.format == AccessLogFormat::Combined;
         RequestFacts {
             id,
@@ -158,7 +159,7 @@ impl AccessLog {
                     line.push(b'.');
                     push_padded(line, &mut numbers, micros % 1000);
                     line.extend_from_slice(b"ms id=");
-                    push_escaped(line, entry.facts.id.as_bytes());
+                    push_escaped(line, entry.facts.id.as_str().as_bytes());
                 }
                 AccessLogFormat::Combined => {
                     request_part(line, &mut numbers, entry, &dates.clf, true);
@@ -183,7 +184,7 @@ impl AccessLog {
                             status: entry.status,
                             bytes: entry.bytes,
                             duration_ms: micros as f64 / 1000.0,
-                            request_id: std::str::from_utf8(entry.facts.id.as_bytes()).unwrap_or("-"),
+                            request_id: entry.facts.id.as_str(),
                         },
                     );
                 }

@@ -1,7 +1,8 @@
 //! Every request's id (`X-Request-Id`): the one a trusted proxy sent (see
 //! [`super::forwarded`]), if it is 1–200 visible ASCII characters, else a
 //! new one, 16 hex digits unique to this process (a random start, then a
-//! counter). The app sees it as `HTTP_X_REQUEST_ID`, the access log
+//! counter). The app sees it as `HTTP_X_REQUEST_ID` (in place of any
+//! id an untrusted client sent), the access log
 //! records it, so a line in a proxy's log, the app's and ours can be
 //! matched.
 
@@ -17,22 +18,41 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest id taken from a proxy.
 const MAX_LEN: usize = 200;
 
-/// Makes sure `headers` carry an id: the proxy's, if `trusted` and sane,
-/// else a new one (replacing anything a client sent). Returns it.
-pub fn ensure(headers: &mut HeaderMap, trusted: bool) -> HeaderValue {
+/// A request's id: one this process made (kept inline: no allocation per
+/// request), or the one a trusted proxy sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestId {
+    /// Made here: 16 hex digits.
+    Made([u8; 16]),
+    /// A trusted proxy's.
+    Forwarded(HeaderValue),
+}
+
+impl RequestId {
+    /// The id as text (visible ASCII either way).
+    pub fn as_str(&self) -> &str {
+        let bytes = match self {
+            RequestId::Made(hex) => &hex[..],
+            RequestId::Forwarded(value) => value.as_bytes(),
+        };
+        std::str::from_utf8(bytes).unwrap_or("-")
+    }
+}
+
+/// The id of a request with `headers`: the proxy's, if `trusted` and sane,
+/// else a new one (a client's own is ignored, and replaced in the environ).
+pub fn ensure(headers: &HeaderMap, trusted: bool) -> RequestId {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
         let sane = (1..=MAX_LEN).contains(&id.len()) && id.as_bytes().iter().all(u8::is_ascii_graphic);
         if trusted && sane && headers.get_all(&X_REQUEST_ID).iter().count() == 1 {
-            return id.clone();
+            return RequestId::Forwarded(id.clone());
         }
     }
-    let id = generate();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
+    RequestId::Made(generate())
 }
 
 /// A new id: 16 hex digits.
-fn generate() -> HeaderValue {
+fn generate() -> [u8; 16] {
     static START: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let start = *START.get_or_init(|| {
@@ -45,7 +65,7 @@ fn generate() -> HeaderValue {
     for (i, digit) in hex.iter_mut().enumerate() {
         *digit = b"0123456789abcdef"[((n >> (60 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
+    hex
 }
 
 #[cfg(test)]
@@ -56,17 +76,15 @@ mod tests {
     fn a_trusted_proxys_id_is_kept_and_others_replaced() {
         let mut headers = HeaderMap::new();
         headers.insert(&X_REQUEST_ID, HeaderValue::from_static("proxy-1234"));
-        assert_eq!(ensure(&mut headers.clone(), true), "proxy-1234");
-        let mut untrusted = headers.clone();
-        let made = ensure(&mut untrusted, false);
-        assert_ne!(made, "proxy-1234");
-        assert_eq!(untrusted.get(&X_REQUEST_ID), Some(&made));
-        assert_eq!(made.len(), 16);
+        assert_eq!(ensure(&headers, true).as_str(), "proxy-1234");
+        let made = ensure(&headers, false);
+        assert_ne!(made.as_str(), "proxy-1234");
+        assert_eq!(made.as_str().len(), 16);
+        assert!(made.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
         let mut spaced = HeaderMap::new();
         spaced.insert(&X_REQUEST_ID, HeaderValue::from_static("a b"));
-        assert_ne!(ensure(&mut spaced, true), "a b");
-        let mut none = HeaderMap::new();
-        let first = ensure(&mut none, true);
-        assert_ne!(ensure(&mut HeaderMap::new(), true), first, "ids are unique");
+        assert_ne!(ensure(&spaced, true).as_str(), "a b");
+        let first = ensure(&HeaderMap::new(), true);
+        assert_ne!(ensure(&HeaderMap::new(), true), first, "ids are unique");
     }
 }

@@ -31,6 +31,7 @@ use crate::error::Failure;
 use crate::inflight::{self, Board};
 use crate::server::access_log::{AccessLog, Entry, RequestFacts};
 use crate::server::connection::{bind_socket, inherited_sockets, socket_url, Listener};
+use crate::server::request_id::RequestId;
 use crate::server::static_site::StaticSite;
 use crate::signals::{Event as Signal, Signals};
 
@@ -371,7 +372,7 @@ fn tell(process: &Process, message: &MasterMessage) {
 fn log_lost_requests(access_log: &AccessLog, snapshot: &inflight::Snapshot) {
     for request in snapshot.requests.iter().filter(|r| !r.logged) {
         let facts = RequestFacts {
-            id: HeaderValue::from_str(&request.id).unwrap_or(HeaderValue::from_static("-")),
+            id: RequestId::Forwarded(HeaderValue::from_str(&request.id).unwrap_or(HeaderValue::from_static("-"))),
             referer: None,
             user_agent: None,
         };

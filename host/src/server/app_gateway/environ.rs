@@ -2,39 +2,40 @@
 //! request headers), borrowed from the request: nothing is copied but a
 //! header value that is not UTF-8.
 
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::Version;
 use plugin_api::host::{Header, RequestVars};
 
 use super::AppCall;
-use crate::server::router;
+use crate::server::{request_id, router};
 
 /// Builds the environ from the request and hands it to `f`.
 pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVars<'_>, &[Header<'_>]) -> R) -> R {
-    // Header values are passed as UTF-8; the rare value that is not gets a
-    // lossy copy (no allocation when every value is fine).
-    let repaired: Vec<String> = parts
-        .headers
-        .values()
-        .filter(|v| std::str::from_utf8(v.as_bytes()).is_err())
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    let mut repaired = repaired.iter();
     // An absolute-form target (or HTTP/2's :authority) names the host;
     // Host is then ignored (RFC 9112 §3.2.2), so the app sees the target's.
     let target_host = parts.uri.authority().map(|a| a.as_str());
-    let mut headers: Vec<Header<'_>> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            let value = match (std::str::from_utf8(value.as_bytes()), target_host) {
-                (_, Some(host)) if name == hyper::header::HOST => host,
-                (Ok(text), _) => text,
-                (Err(_), _) => repaired.next().map_or("", String::as_str),
-            };
-            Header::new(name.as_str(), value)
-        })
+    // The request's id (a trusted proxy's, or ours) is added below.
+    let sent = || {
+        parts
+            .headers
+            .iter()
+            .filter(|(name, _)| **name != request_id::X_REQUEST_ID)
+    };
+    // Header values are passed as UTF-8; the rare value that is not gets a
+    // lossy copy (no allocation when every value is fine).
+    let repaired: Vec<String> = sent()
+        .filter(|(name, value)| text_of(name, value, target_host).is_none())
+        .map(|(_, value)| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .collect();
+    let mut repaired = repaired.iter();
+    // Room for the id and a Host from :authority.
+    let mut headers: Vec<Header<'_>> = Vec::with_capacity(parts.headers.len() + 2);
+    headers.extend(sent().map(|(name, value)| {
+        let text = text_of(name, value, target_host).unwrap_or_else(|| repaired.next().map_or("", String::as_str));
+        Header::new(name.as_str(), text)
+    }));
+    headers.push(Header::new(request_id::X_REQUEST_ID.as_str(), call.facts.id.as_str()));
     // HTTP/2 names the host in :authority, usually without a Host header.
     if let (Some(host), false) = (target_host, parts.headers.contains_key(hyper::header::HOST)) {
         headers.push(Header::new("host", host));
@@ -70,5 +71,14 @@ pub fn protocol(version: Version) -> &'static str {
         Version::HTTP_10 => "HTTP/1.0",
         Version::HTTP_2 => "HTTP/2",
         _ => "HTTP/1.1",
+    }
+}
+
+/// What the app sees of one header: its value as UTF-8 (`None` if it is
+/// not), or for Host the target's host when the target names one.
+fn text_of<'a>(name: &HeaderName, value: &'a HeaderValue, target_host: Option<&'a str>) -> Option<&'a str> {
+    match target_host {
+        Some(host) if name == hyper::header::HOST => Some(host),
+        _ => std::str::from_utf8(value.as_bytes()).ok(),
     }
 }

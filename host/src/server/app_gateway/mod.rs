@@ -201,7 +201,7 @@ fn on_board(call: &AppCall, parts: &Parts, sent: u16) -> inflight::Entered {
         target: &target_of(parts.version, &parts.uri),
         remote: &call.conn.remote_addr,
         protocol: protocol(parts.version),
-        id: call.facts.id.to_str().unwrap_or("-"),
+        id: call.facts.id.as_str(),
         status: sent,
     })
 }
