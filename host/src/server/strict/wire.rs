@@ -300,16 +300,26 @@ impl Scanner {
         }
         self.head.drain(..skipped);
         let start = start.saturating_sub(skipped);
-        let from = start.saturating_sub(3);
-        let Some(end) = self.head[from..].windows(4).position(|w| w == b"\r\n\r\n") else {
-            if let Some(at) = bare_lf(&self.head) {
+        // Only the new bytes' LFs are looked at, so a head sent a byte at a
+        // time is not scanned again with every byte: a bare LF is refused,
+        // and the LF of CR LF CR LF ends the head.
+        let mut end = None;
+        for at in memchr::memchr_iter(b'\n', &self.head[start..]).map(|at| start + at) {
+            if at == 0 || self.head[at - 1] != b'\r' {
                 self.lose(bare_lf_violation(at));
-            } else if self.head.len() > self.max_head {
+                return bytes.len();
+            }
+            if at >= 3 && self.head[at - 3..at] == *b"\r\n\r" {
+                end = Some(at + 1);
+                break;
+            }
+        }
+        let Some(head_len) = end else {
+            if self.head.len() > self.max_head {
                 self.state = State::Lost; // hyper answers 431
             }
             return bytes.len();
         };
-        let head_len = from + end + 4;
         let used = bytes.len() - (self.head.len() - head_len);
         self.head.truncate(head_len);
         self.state = self.check_head();
@@ -326,10 +336,6 @@ impl Scanner {
 
     /// Checks a complete head; the state its body starts in.
     fn check_head(&mut self) -> State {
-        if let Some(at) = bare_lf(&self.head) {
-            self.lose(bare_lf_violation(at));
-            return State::Lost;
-        }
         let mut fields = [MaybeUninit::uninit(); MAX_FIELDS];
         let fields = &mut fields[..self.max_headers.min(MAX_FIELDS)];
         let mut request = httparse::Request::new(&mut []);
@@ -504,10 +510,6 @@ impl Scanner {
 }
 
 /// Where a bare LF (one not after a CR) is, if there is one.
-fn bare_lf(bytes: &[u8]) -> Option<usize> {
-    (0..bytes.len()).find(|&at| bytes[at] == b'\n' && (at == 0 || bytes[at - 1] != b'\r'))
-}
-
 fn bare_lf_violation(at: usize) -> Violation {
     Violation::bad(format!(
         "a line of the request head ends in a bare LF (byte {at}); lines end with CRLF"

@@ -125,3 +125,16 @@ fn a_chunked_body_over_the_limit_is_413() {
     let (violation, _) = scan(&chunked("200\r\n"));
     assert_eq!(violation, None, "512 bytes announced, under the limit");
 }
+
+#[test]
+fn a_long_head_sent_a_byte_at_a_time_is_judged_like_a_whole_one() {
+    let fields: String = (0..90)
+        .map(|n| format!("X-Field-{n:02}: {}\r\n", "v".repeat(320)))
+        .collect();
+    let good = format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+    assert!(good.len() > 28 << 10 && good.len() < 32 << 10, "{}", good.len());
+    // Once took 0.14 s of CPU (each byte rescanned the head); now 0.4 ms.
+    assert_eq!(scan(good.as_bytes()), (None, vec![]));
+    let bare = format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}X: y\n\r\n");
+    assert_eq!(scan(bare.as_bytes()), (None, vec![(0, 400)]));
+}
