@@ -98,9 +98,9 @@ http {{
     scgi_temp_path {tmp}/nginx-temp/scgi;
 
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_options};
         root {site};
-    }}
+{server_extra}    }}
 }}
 """
 
@@ -260,16 +260,21 @@ def baseline_argv(port: int, site: Path) -> list[str]:
     return [str(BASELINE_BIN), "--bind", f"127.0.0.1:{port}", "--static-dir", str(site)]
 
 
-def nginx_argv(port: int, scratch: Scratch, workers: int) -> list[str]:
-    """Writes an nginx config that keeps every path in the temp folder."""
+def nginx_argv(port: int, scratch: Scratch, workers: int, cert: h2load.Certificate | None = None) -> list[str]:
+    """Writes an nginx config that keeps every path in the temp folder
+    (serving HTTPS and h2 with `cert`, if given)."""
     (scratch.tmp / "nginx-temp").mkdir(exist_ok=True)
     # As root, nginx's workers would switch to "nobody", which may lack a
     # group of that name and cannot read the private temp folder.
     user = "user root;" if os.geteuid() == 0 else ""
     conf = scratch.tmp / f"nginx-{port}.conf"
+    listen_options, server_extra = ("", "") if cert is None else (" ssl http2", h2load.nginx_tls_lines(cert))
     conf.write_text(
-        NGINX_CONF.format(workers=workers, tmp=scratch.tmp, user=user, port=port, site=scratch.site)
-    )
+        NGINX_CONF.format(
+            workers=workers, tmp=scratch.tmp, user=user, port=port, site=scratch.site,
+            listen_options=listen_options, server_extra=server_extra,
+        )
+    )  # fmt: skip
     return [str(NGINX_BIN), "-c", str(conf), "-p", f"{scratch.tmp}/", "-e", str(scratch.tmp / "nginx-error.log")]
 
 
@@ -792,16 +797,7 @@ def tls_argv(spec: ServerSpec, port: int, scratch: Scratch, cert: h2load.Certifi
     """`spec` serving HTTPS (HTTP/1.1 and h2) with `cert` on `port`."""
     if spec.kind == "host":
         return [*host_argv(port, scratch.site, spec.workers), "--certfile", str(cert.certfile), "--keyfile", str(cert.keyfile)]
-    (scratch.tmp / "nginx-temp").mkdir(exist_ok=True)
-    conf = scratch.tmp / f"nginx-tls-{port}.conf"
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf.write_text(
-        h2load.NGINX_TLS_CONF.format(
-            workers=spec.workers, tmp=scratch.tmp, user=user, port=port, site=scratch.site,
-            certfile=cert.certfile, keyfile=cert.keyfile,
-        )
-    )  # fmt: skip
-    return [str(NGINX_BIN), "-c", str(conf), "-p", f"{scratch.tmp}/", "-e", str(scratch.tmp / "nginx-tls-error.log")]
+    return nginx_argv(port, scratch, spec.workers, cert)
 
 
 def wait_tls_ready(server: Server, paths: list[str]) -> None:

@@ -1,6 +1,7 @@
 """TLS and HTTP/2 load for the benchmark: a test certificate made with
-openssl, nginx serving TLS and h2 with it, and h2load runs (nghttp2's load
-generator: HTTP/2, or HTTP/1.1 with --h1) parsed into numbers.
+openssl, nginx's lines for serving TLS and h2 with it, and h2load runs
+(nghttp2's load generator: HTTP/2, or HTTP/1.1 with --h1) parsed into
+numbers.
 
 Standard library only; everything listens on 127.0.0.1.
 """
@@ -12,51 +13,27 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# nginx with TLS and HTTP/2 on one port, and a fixed /hello (nginx runs no
-# app: its `return` is the fastest answer it has, the floor for an app).
-NGINX_TLS_CONF = """\
-daemon off;
-master_process on;
-worker_processes {workers};
-error_log {tmp}/nginx-tls-error.log;
-pid {tmp}/nginx-tls.pid;
-{user}
-events {{
-    worker_connections 4096;
-}}
-
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 65;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/nginx-temp/body;
-    proxy_temp_path {tmp}/nginx-temp/proxy;
-    fastcgi_temp_path {tmp}/nginx-temp/fastcgi;
-    uwsgi_temp_path {tmp}/nginx-temp/uwsgi;
-    scgi_temp_path {tmp}/nginx-temp/scgi;
-
-    server {{
-        listen 127.0.0.1:{port} ssl http2;
-        ssl_certificate {certfile};
-        ssl_certificate_key {keyfile};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        root {site};
-        location = /hello {{
-            default_type text/plain;
-            return 200 "Hello world!";
-        }}
-    }}
-}}
-"""
-
-
 @dataclass(frozen=True)
 class Certificate:
     """A self-signed certificate and key for 127.0.0.1."""
 
     certfile: Path
     keyfile: Path
+
+
+def nginx_tls_lines(cert: Certificate) -> str:
+    """nginx's server lines for TLS with `cert`, and a fixed /hello (nginx
+    runs no app: its `return` is the fastest answer it has, the floor for
+    an app)."""
+    return f"""\
+        ssl_certificate {cert.certfile};
+        ssl_certificate_key {cert.keyfile};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location = /hello {{
+            default_type text/plain;
+            return 200 "Hello world!";
+        }}
+"""
 
 
 def make_certificate(folder: Path) -> Certificate:

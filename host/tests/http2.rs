@@ -20,16 +20,38 @@ fn echo() -> String {
     app_spec(&plugin_lib("echo"), "application")
 }
 
-/// Runs curl with `args`, each response's `%{http_version} %{http_code}`
-/// and body in its stdout; panics if curl is missing.
-fn curl(args: &[&str]) -> (bool, String) {
-    let output = Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "20"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run curl ({e}): install it (apt-get install curl) for the HTTP/2 tests"));
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    (output.status.success(), text + &String::from_utf8_lossy(&output.stderr))
+/// curl speaking `how` (`--http2`, `--http2-prior-knowledge`,
+/// `--http1.1`) to the server at `addr` as `localhost`, trusting `cacert`.
+#[derive(Clone)]
+struct Curl {
+    base: Vec<String>,
+}
+
+impl Curl {
+    fn new(addr: SocketAddr, how: &str, cacert: Option<&str>) -> Curl {
+        let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+        let mut base = vec![how.to_owned(), "--resolve".to_owned(), resolve];
+        if let Some(cacert) = cacert {
+            base.extend(["--cacert".to_owned(), cacert.to_owned()]);
+        }
+        Curl { base }
+    }
+
+    /// Runs curl with `args` after the base ones; each response's
+    /// `=VERSION STATUS` line and body are in the text. Panics if curl is
+    /// missing.
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let output = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20", "-w", WRITE_OUT])
+            .args(&self.base)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run curl ({e}): install it (apt-get install curl) for the HTTP/2 tests")
+            });
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success(), text + &String::from_utf8_lossy(&output.stderr))
+    }
 }
 
 /// What curl prints after each response: version, status.
@@ -42,10 +64,6 @@ fn outcomes(text: &str) -> Vec<&str> {
 
 fn url(addr: SocketAddr, scheme: &str, path: &str) -> String {
     format!("{scheme}://localhost:{}{path}", addr.port())
-}
-
-fn resolve(addr: SocketAddr) -> String {
-    format!("localhost:{}:127.0.0.1", addr.port())
 }
 
 #[test]
@@ -74,30 +92,16 @@ fn curl_gets_the_site_and_apps_over_h2c_and_over_tls() {
             url(server.addr, scheme, "/post"),
             url(server.addr, scheme, "/stream"),
         );
-        let resolve = resolve(server.addr);
+        let client = Curl::new(server.addr, how, Some(&cacert));
         // Three requests, on one connection over TLS. (Debian 12's curl
         // 7.88 fails every request after the first on a reused h2c
         // connection, nginx's too: there, each has its own.)
         let text = if scheme == "https" {
-            let (ok, text) = curl(&[
-                how,
-                "--cacert",
-                &cacert,
-                "--resolve",
-                &resolve,
-                "-w",
-                WRITE_OUT,
-                &site,
-                &who,
-                &site,
-            ]);
+            let (ok, text) = client.run(&[&site, &who, &site]);
             assert!(ok, "{text}");
             text
         } else {
-            [&site, &who, &site]
-                .iter()
-                .map(|url| curl(&[how, "--resolve", &resolve, "-w", WRITE_OUT, url]).1)
-                .collect()
+            [&site, &who, &site].iter().map(|url| client.run(&[url]).1).collect()
         };
         assert_eq!(outcomes(&text), ["2 200"; 3], "{text}");
         assert!(text.contains(&index), "the index came back changed:\n{text}");
@@ -112,46 +116,17 @@ fn curl_gets_the_site_and_apps_over_h2c_and_over_tls() {
         );
         assert!(text.contains("\"QUERY_STRING\": \"x=1\""), "{text}");
 
-        let (ok, text) = curl(&[
-            how,
-            "--cacert",
-            &cacert,
-            "--resolve",
-            &resolve,
-            "-w",
-            WRITE_OUT,
-            "--data-binary",
-            &body,
-            &post,
-        ]);
+        let (ok, text) = client.run(&["--data-binary", &body, &post]);
         assert!(
             ok && text.contains("\"body_length\": 300000"),
             "{}",
             &text[..text.len().min(500)]
         );
-        let (ok, text) = curl(&[
-            how,
-            "--cacert",
-            &cacert,
-            "--resolve",
-            &resolve,
-            "-w",
-            WRITE_OUT,
-            &stream,
-        ]);
+        let (ok, text) = client.run(&[&stream]);
         assert!(ok && outcomes(&text) == ["2 200"], "{text}");
 
         // HTTP/1.1 still works beside it.
-        let (ok, text) = curl(&[
-            "--http1.1",
-            "--cacert",
-            &cacert,
-            "--resolve",
-            &resolve,
-            "-w",
-            WRITE_OUT,
-            &site,
-        ]);
+        let (ok, text) = Curl::new(server.addr, "--http1.1", Some(&cacert)).run(&[&site]);
         assert!(ok && outcomes(&text) == ["1.1 200"], "{text}");
 
         let log = wait_for_count(server, "\"POST /post HTTP/2\" 200", 1, Duration::from_secs(10));
@@ -173,32 +148,14 @@ fn no_http2_serves_http1_only() {
         .args(tls_args(&cert))
         .start();
 
-    let resolve_tls = resolve(tls.addr);
     let site = url(tls.addr, "https", "/index.html");
-    let (ok, text) = curl(&[
-        "--http2",
-        "--cacert",
-        &cacert,
-        "--resolve",
-        &resolve_tls,
-        "-w",
-        WRITE_OUT,
-        &site,
-    ]);
+    let (ok, text) = Curl::new(tls.addr, "--http2", Some(&cacert)).run(&[&site]);
     assert!(ok && outcomes(&text) == ["1.1 200"], "ALPN chose HTTP/2:\n{text}");
 
-    let resolve_plain = resolve(cleartext.addr);
     let site = url(cleartext.addr, "http", "/index.html");
-    let (ok, text) = curl(&[
-        "--http2-prior-knowledge",
-        "--resolve",
-        &resolve_plain,
-        "-w",
-        WRITE_OUT,
-        &site,
-    ]);
+    let (ok, text) = Curl::new(cleartext.addr, "--http2-prior-knowledge", None).run(&[&site]);
     assert!(!ok || !outcomes(&text).iter().any(|o| o.starts_with("2 ")), "{text}");
-    let (ok, text) = curl(&["--resolve", &resolve_plain, "-w", WRITE_OUT, &site]);
+    let (ok, text) = Curl::new(cleartext.addr, "--http1.1", None).run(&[&site]);
     assert!(ok && outcomes(&text) == ["1.1 200"], "{text}");
 }
 
@@ -295,7 +252,6 @@ fn rapid_reset_and_continuation_floods_are_cut_off_ten_times_over() {
     assert_eq!(workers.len(), 1);
     let rss_before = rss_kib(workers[0]);
     let check = url(server.addr, "http", "/check");
-    let resolve = resolve(server.addr);
 
     for round in 0..10 {
         // Rapid reset: 5 000 requests, each cancelled as soon as it is sent.
@@ -324,14 +280,7 @@ fn rapid_reset_and_continuation_floods_are_cut_off_ten_times_over() {
             "round {round}: a 2 MB header block was taken whole"
         );
 
-        let (ok, text) = curl(&[
-            "--http2-prior-knowledge",
-            "--resolve",
-            &resolve,
-            "-w",
-            WRITE_OUT,
-            &check,
-        ]);
+        let (ok, text) = Curl::new(server.addr, "--http2-prior-knowledge", None).run(&[&check]);
         assert!(ok && outcomes(&text) == ["2 200"], "round {round}: {text}");
     }
     let log = server.log();
@@ -386,15 +335,8 @@ fn idle_and_silent_connections_are_closed_after_the_header_timeout() {
     );
     let log = server.log();
     assert_eq!(lines_with(&log, "\"GET /first HTTP/2\" 200").len(), 50, "{log}");
-    let resolve = resolve(server.addr);
-    let (ok, text) = curl(&[
-        "--http2-prior-knowledge",
-        "--resolve",
-        &resolve,
-        "-w",
-        WRITE_OUT,
-        &url(server.addr, "http", "/after"),
-    ]);
+    let (ok, text) =
+        Curl::new(server.addr, "--http2-prior-knowledge", None).run(&[&url(server.addr, "http", "/after")]);
     assert!(ok && outcomes(&text) == ["2 200"], "{text}");
 }
 
@@ -407,25 +349,13 @@ fn swaps_drain_http2_with_goaway_and_lose_no_request() {
         .args(["-w", "2"])
         .args(tls_args(&cert))
         .start();
-    let cacert = cert.certfile.display().to_string();
-    let resolve = resolve(server.addr);
+    let client = Curl::new(server.addr, "--http2", Some(&cert.certfile.display().to_string()));
 
     // A slow request in flight when the swap begins finishes on its stream.
     let slow = {
-        let (cacert, resolve) = (cacert.clone(), resolve.clone());
+        let client = client.clone();
         let slow = url(server.addr, "https", "/sleep/1500");
-        std::thread::spawn(move || {
-            curl(&[
-                "--http2",
-                "--cacert",
-                &cacert,
-                "--resolve",
-                &resolve,
-                "-w",
-                WRITE_OUT,
-                &slow,
-            ])
-        })
+        std::thread::spawn(move || client.run(&[&slow]))
     };
     std::thread::sleep(Duration::from_millis(300));
 
@@ -433,16 +363,15 @@ fn swaps_drain_http2_with_goaway_and_lose_no_request() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..3)
         .map(|_| {
-            let (cacert, resolve, stop) = (cacert.clone(), resolve.clone(), stop.clone());
+            let (client, stop) = (client.clone(), stop.clone());
             let urls: Vec<String> = (0..20)
                 .map(|n| url(server.addr, "https", &format!("/load/{n}")))
                 .collect();
             std::thread::spawn(move || {
                 let mut outcomes_seen = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let mut args = vec!["--http2", "--cacert", &cacert, "--resolve", &resolve, "-w", WRITE_OUT];
-                    args.extend(urls.iter().map(String::as_str));
-                    let (_, text) = curl(&args);
+                    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                    let (_, text) = client.run(&urls);
                     outcomes_seen.extend(outcomes(&text).iter().map(|o| o.to_string()));
                     let missing = 20 - outcomes(&text).len();
                     outcomes_seen.extend(std::iter::repeat("lost".to_owned()).take(missing));
@@ -508,41 +437,17 @@ fn large_files_and_ranges_arrive_intact_over_h2c_and_tls() {
         (&cleartext, "http", "--http2-prior-knowledge"),
         (&tls, "https", "--http2"),
     ] {
-        let resolve = resolve(server.addr);
+        let client = Curl::new(server.addr, how, Some(&cacert));
         let big = url(server.addr, scheme, "/big.bin");
         for round in 0..5 {
-            let (ok, text) = curl(&[
-                how,
-                "--cacert",
-                &cacert,
-                "--resolve",
-                &resolve,
-                "-w",
-                WRITE_OUT,
-                "-o",
-                &out_arg,
-                &big,
-            ]);
+            let (ok, text) = client.run(&["-o", &out_arg, &big]);
             assert!(ok && outcomes(&text) == ["2 200"], "{scheme} round {round}: {text}");
             assert!(
                 std::fs::read(&out).unwrap() == content,
                 "{scheme} round {round}: the file changed on the way"
             );
         }
-        let (ok, text) = curl(&[
-            how,
-            "--cacert",
-            &cacert,
-            "--resolve",
-            &resolve,
-            "-w",
-            WRITE_OUT,
-            "-o",
-            &out_arg,
-            "-r",
-            "70000-2099999",
-            &big,
-        ]);
+        let (ok, text) = client.run(&["-o", &out_arg, "-r", "70000-2099999", &big]);
         assert!(ok && outcomes(&text) == ["2 206"], "{scheme}: {text}");
         assert!(
             std::fs::read(&out).unwrap() == content[70_000..2_100_000],
