@@ -2,9 +2,14 @@
 //! curl as the real client (Debian's curl speaks both); the limits against
 //! rapid reset (CVE-2023-44487) and CONTINUATION floods (CVE-2024-27316),
 //! with a small attacking client that writes frames by hand; idle and
-//! silent connections; streams that finish while a swap drains.
+//! silent connections; streams that finish while a swap drains; and
+//! fuzzed frame sequences, which must never hang or kill a worker.
 
 mod common;
+// Only its random numbers are used here.
+#[allow(dead_code)]
+#[path = "fuzz_http/mutate.rs"]
+mod mutate;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -454,4 +459,95 @@ fn large_files_and_ranges_arrive_intact_over_h2c_and_tls() {
             "{scheme}: the range changed on the way"
         );
     }
+}
+
+/// A sequence of frames after the preface, from a request that is fine
+/// and frames of every type, with their flags, stream ids, lengths and
+/// payloads mutated.
+fn fuzzed_frames(rng: &mut mutate::Rng) -> Vec<u8> {
+    use frames::*;
+    let mut bytes = frame(SETTINGS, 0, 0, &[]);
+    if rng.below(2) == 0 {
+        bytes.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &get("/who")));
+    }
+    for _ in 0..1 + rng.below(8) {
+        let stream = [0, 1, 1, 3, 2, rng.next() as u32 & 0x7fff_ffff][rng.below(6)];
+        let block = match rng.below(3) {
+            0 => get("/who"),
+            1 => get(&"/x".repeat(1 + rng.below(60))),
+            _ => (0..rng.below(40)).map(|_| rng.next() as u8).collect(),
+        };
+        let random: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+        let (kind, flags, payload) = match rng.below(10) {
+            0..=2 => (
+                HEADERS,
+                [END_HEADERS | END_STREAM, END_HEADERS, 0, rng.next() as u8][rng.below(4)],
+                block,
+            ),
+            3 => (CONTINUATION, [END_HEADERS, 0][rng.below(2)], block),
+            4 => (0x0, [1, 0, 8][rng.below(3)], random), // DATA (8: padded)
+            5 => (RST_STREAM, 0, CANCEL.to_be_bytes().to_vec()),
+            6 => (SETTINGS, [0, 1][rng.below(2)], random),
+            7 => (0x8, 0, (rng.next() as u32).to_be_bytes().to_vec()), // WINDOW_UPDATE
+            8 => ((rng.next() % 16) as u8, rng.next() as u8, random),  // any type
+            _ => (0x6, 0, random),                                     // PING
+        };
+        let mut one = frame(kind, flags, stream, &payload);
+        match rng.below(8) {
+            // A length field that lies.
+            0 => one[..3].copy_from_slice(&(rng.next() as u32 & 0xff_ffff).to_be_bytes()[1..]),
+            1 => one.truncate(rng.below(one.len() + 1)),
+            _ => {}
+        }
+        bytes.extend(one);
+    }
+    bytes
+}
+
+#[test]
+fn fuzzed_frames_never_hang_or_take_a_worker_down() {
+    let server = Server::builder()
+        .arg(echo())
+        .args(["-w", "1", "--header-timeout", "3s"])
+        .start();
+    let workers = worker_pids(server.pid());
+    let seconds: u64 = std::env::var("HOST_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(10, |s: u64| s.min(600));
+    let mut rng = mutate::Rng::new(0x4832_2026);
+    let started = Instant::now();
+    let mut cases = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let case = fuzzed_frames(&mut rng);
+        let mut peer = frames::connect(server.addr);
+        frames::send(&mut peer, &case);
+        // Done sending: the server answers what it can, then closes.
+        let _ = peer.shutdown(std::net::Shutdown::Write);
+        let waited = Instant::now();
+        let mut answer = Vec::new();
+        if let Err(e) = peer.read_to_end(&mut answer) {
+            assert!(
+                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                "case {cases} hung for {:?}: {case:02x?}",
+                waited.elapsed()
+            );
+        }
+        cases += 1;
+        if cases % 200 == 0 {
+            let (ok, text) =
+                Curl::new(server.addr, "--http2-prior-knowledge", None).run(&[&url(server.addr, "http", "/check")]);
+            assert!(ok && outcomes(&text) == ["2 200"], "after case {cases}: {text}");
+        }
+    }
+    let log = server.log();
+    let served = lines_with(&log, "\"GET /who HTTP/2\" 200").len();
+    eprintln!("{cases} fuzzed HTTP/2 frame sequences in {seconds} s; {served} requests among them answered 200");
+    assert!(cases >= 100, "only {cases} cases ran");
+    assert!(
+        served * 100 >= cases,
+        "the fuzzer hardly reaches the app: {served} of {cases}"
+    );
+    assert_eq!(worker_pids(server.pid()), workers, "a worker died:\n{}", server.log());
+    assert!(!log.contains("panicked"), "{log}");
 }
