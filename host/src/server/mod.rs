@@ -215,7 +215,7 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
             let Some((stream, info)) = proxied(stream, info, &state).await else {
                 return;
             };
-            let Some((stream, info, protocol)) = secured(stream, info, &state).await else {
+            let Some((stream, info, protocol)) = negotiated(stream, info, &state).await else {
                 return;
             };
             match protocol {
@@ -284,7 +284,7 @@ enum Protocol {
 /// the HTTP version the client chose by ALPN; in cleartext, HTTP/2 if the
 /// client starts with its preface. `None` (the connection is closed) if
 /// the handshake fails or the client says nothing in time.
-async fn secured(
+async fn negotiated(
     stream: Box<dyn connection::Stream>,
     mut info: connection::ConnInfo,
     state: &ServerState,
