@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, SERVER};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderValue, CONNECTION, SERVER};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::sync::Notify;
 
 use super::access_log::{target_of, Entry, RequestFacts};
@@ -104,6 +104,7 @@ pub async fn handle(
     if let Some(limit) = state.request_budget.spend() {
         (state.retire)(&format!("served its {limit} requests (option --max-requests)"));
     }
+    let version = request.version();
     let refusal = conn
         .verdicts
         .for_request(number)
@@ -123,6 +124,13 @@ pub async fn handle(
         },
     };
     add_server_header(&mut response);
+    // A draining HTTP/1 connection asks its client to go (HTTP/2 has
+    // GOAWAY for that, and no Connection header).
+    if version != Version::HTTP_2 && state.drain.is_draining() {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(response)
 }
 

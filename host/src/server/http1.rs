@@ -1,18 +1,17 @@
 //! HTTP/1.1 connections: hyper's HTTP/1 server behind the wire scanner
 //! ([`super::strict::wire`]), which refuses what hyper would let through.
-//! When draining, responses carry `Connection: close`, and an idle
-//! kept-alive connection is closed after a grace ([`super::drain`]).
+//! When draining, responses carry `Connection: close` (the handler adds
+//! it), and an idle kept-alive connection is closed after a grace
+//! ([`super::drain`]).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use super::connection::{ConnInfo, Stream};
-use super::drain::{self, Drain};
+use super::drain;
 use super::handler::{self, Connection};
 use super::strict::wire::{Guarded, Scanner, Verdicts};
 use super::ServerState;
@@ -40,13 +39,7 @@ pub fn builder(limits: &Limits) -> http1::Builder {
 
 /// Serves HTTP/1.1 on one accepted connection until it closes or the
 /// drain ends it.
-pub async fn serve(
-    stream: Box<dyn Stream>,
-    info: ConnInfo,
-    state: Arc<ServerState>,
-    drain: Arc<Drain>,
-    builder: &http1::Builder,
-) {
+pub async fn serve(stream: Box<dyn Stream>, info: ConnInfo, state: Arc<ServerState>, builder: &http1::Builder) {
     let verdicts = Arc::new(Verdicts::default());
     let scanner = Scanner::new(
         state.limits.max_body_size.0,
@@ -58,22 +51,8 @@ pub async fn serve(
     let connection = Arc::new(Connection::new(info, verdicts));
     let conn_state = connection.clone();
     let header_timeout = state.limits.header_timeout.0;
-    let service = {
-        let drain = drain.clone();
-        service_fn(move |request| {
-            let response = handler::handle(state.clone(), connection.clone(), request);
-            let drain = drain.clone();
-            async move {
-                let mut response = response.await?;
-                if drain.is_draining() {
-                    response
-                        .headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, Infallible>(response)
-            }
-        })
-    };
+    let drain = state.drain.clone();
+    let service = service_fn(move |request| handler::handle(state.clone(), connection.clone(), request));
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let result = tokio::select! {

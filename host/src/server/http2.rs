@@ -34,7 +34,6 @@ use tokio::io::AsyncReadExt;
 
 use super::coalesced::Coalesced;
 use super::connection::{ConnInfo, Stream};
-use super::drain::Drain;
 use super::handler::{self, Connection};
 use super::rewound::Rewound;
 use super::strict::wire::Verdicts;
@@ -112,17 +111,12 @@ enum Closing {
 
 /// Serves HTTP/2 on one accepted connection until it closes, stays idle,
 /// or the drain ends it.
-pub async fn serve(
-    stream: Box<dyn Stream>,
-    info: ConnInfo,
-    state: Arc<ServerState>,
-    drain: Arc<Drain>,
-    builder: &Builder,
-) {
+pub async fn serve(stream: Box<dyn Stream>, info: ConnInfo, state: Arc<ServerState>, builder: &Builder) {
     // The wire scanner reads HTTP/1 framing; HTTP/2's is the h2 crate's.
     let connection = Arc::new(Connection::new(info, Arc::new(Verdicts::default())));
     let watched = connection.clone();
     let idle = state.limits.header_timeout.0;
+    let drain = state.drain.clone();
     let service = service_fn(move |request| handler::handle(state.clone(), connection.clone(), request));
     let serving = builder.serve_connection(TokioIo::new(Coalesced::new(stream)), service);
     tokio::pin!(serving);

@@ -209,7 +209,7 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
             }
         };
         let tracked = drain.track();
-        let (state, drain, builders) = (state.clone(), drain.clone(), builders.clone());
+        let (state, builders) = (state.clone(), builders.clone());
         tokio::spawn(async move {
             let _tracked = tracked;
             let Some((stream, info)) = proxied(stream, info, &state).await else {
@@ -219,8 +219,8 @@ async fn accept_loop(listener: Listener, state: Arc<ServerState>, drain: Arc<Dra
                 return;
             };
             match protocol {
-                Protocol::Http1 => http1::serve(stream, info, state, drain, &builders.http1).await,
-                Protocol::Http2 => http2::serve(stream, info, state, drain, &builders.http2).await,
+                Protocol::Http1 => http1::serve(stream, info, state, &builders.http1).await,
+                Protocol::Http2 => http2::serve(stream, info, state, &builders.http2).await,
             }
         });
     }
