@@ -336,6 +336,9 @@ impl Scanner {
 
     /// Checks a complete head; the state its body starts in.
     fn check_head(&mut self) -> State {
+        if !needs_parsing(&self.head) {
+            return State::Body(0);
+        }
         let mut fields = [MaybeUninit::uninit(); MAX_FIELDS];
         let fields = &mut fields[..self.max_headers.min(MAX_FIELDS)];
         let mut request = httparse::Request::new(&mut []);
@@ -510,6 +513,25 @@ impl Scanner {
 }
 
 /// Where a bare LF (one not after a CR) is, if there is one.
+/// Whether a complete head has anything [`Scanner::check_head`] parses it
+/// for: a `#` in its request line, or a field whose name starts like
+/// Content-Length or Transfer-Encoding, in any case. Most requests have
+/// none: no body, nothing to refuse, no second parse.
+fn needs_parsing(head: &[u8]) -> bool {
+    let request_line = &head[..memchr::memchr(b'\n', head).unwrap_or(head.len())];
+    if memchr::memchr(b'#', request_line).is_some() {
+        return true;
+    }
+    let starts = |line: &[u8], name: &[u8]| {
+        line.get(..name.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(name))
+    };
+    memchr::memchr_iter(b'\n', head).any(|at| {
+        let line = &head[at + 1..];
+        starts(line, b"content-length") || starts(line, b"transfer-encoding")
+    })
+}
+
 fn bare_lf_violation(at: usize) -> Violation {
     Violation::bad(format!(
         "a line of the request head ends in a bare LF (byte {at}); lines end with CRLF"

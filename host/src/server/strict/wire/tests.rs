@@ -138,3 +138,20 @@ fn a_long_head_sent_a_byte_at_a_time_is_judged_like_a_whole_one() {
     let bare = format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}X: y\n\r\n");
     assert_eq!(scan(bare.as_bytes()), (None, vec![(0, 400)]));
 }
+
+#[test]
+fn only_heads_that_may_frame_a_body_or_hold_a_fragment_are_parsed_again() {
+    for head in [
+        &b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 5\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nTRANSFER-ENCODING: chunked\r\n\r\n",
+        b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        assert!(needs_parsing(head), "{:?}", String::from_utf8_lossy(head));
+    }
+    for head in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nX-Note: a#b content-length\r\n\r\n",
+    ] {
+        assert!(!needs_parsing(head), "{:?}", String::from_utf8_lossy(head));
+    }
+}
