@@ -94,7 +94,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let _in_flight = state.metrics.begin();
-    let id = request_id::ensure(request.headers(), conn.info.trusted_proxy);
+    let id = request_id::of(request.headers(), conn.info.trusted_proxy);
     let facts = state.access_log.facts(request.headers(), id);
     let number = conn.requests.fetch_add(1, Ordering::Relaxed);
     if number == 0 {

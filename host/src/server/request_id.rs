@@ -19,13 +19,14 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 200;
 
 /// A request's id: one this process made (kept inline: no allocation per
-/// request), or the one a trusted proxy sent.
+/// request), or one given as text (a trusted proxy's, or one read back
+/// from the in-flight board).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestId {
     /// Made here: 16 hex digits.
     Made([u8; 16]),
-    /// A trusted proxy's.
-    Forwarded(HeaderValue),
+    /// Given as text.
+    Given(HeaderValue),
 }
 
 impl RequestId {
@@ -33,7 +34,7 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         let bytes = match self {
             RequestId::Made(hex) => &hex[..],
-            RequestId::Forwarded(value) => value.as_bytes(),
+            RequestId::Given(value) => value.as_bytes(),
         };
         std::str::from_utf8(bytes).unwrap_or("-")
     }
@@ -41,11 +42,11 @@ impl RequestId {
 
 /// The id of a request with `headers`: the proxy's, if `trusted` and sane,
 /// else a new one (a client's own is ignored, and replaced in the environ).
-pub fn ensure(headers: &HeaderMap, trusted: bool) -> RequestId {
+pub fn of(headers: &HeaderMap, trusted: bool) -> RequestId {
     if let Some(id) = headers.get(&X_REQUEST_ID) {
         let sane = (1..=MAX_LEN).contains(&id.len()) && id.as_bytes().iter().all(u8::is_ascii_graphic);
         if trusted && sane && headers.get_all(&X_REQUEST_ID).iter().count() == 1 {
-            return RequestId::Forwarded(id.clone());
+            return RequestId::Given(id.clone());
         }
     }
     RequestId::Made(generate())
@@ -76,15 +77,15 @@ mod tests {
     fn a_trusted_proxys_id_is_kept_and_others_replaced() {
         let mut headers = HeaderMap::new();
         headers.insert(&X_REQUEST_ID, HeaderValue::from_static("proxy-1234"));
-        assert_eq!(ensure(&headers, true).as_str(), "proxy-1234");
-        let made = ensure(&headers, false);
+        assert_eq!(of(&headers, true).as_str(), "proxy-1234");
+        let made = of(&headers, false);
         assert_ne!(made.as_str(), "proxy-1234");
         assert_eq!(made.as_str().len(), 16);
         assert!(made.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
         let mut spaced = HeaderMap::new();
         spaced.insert(&X_REQUEST_ID, HeaderValue::from_static("a b"));
-        assert_ne!(ensure(&spaced, true).as_str(), "a b");
-        let first = ensure(&HeaderMap::new(), true);
-        assert_ne!(ensure(&HeaderMap::new(), true), first, "ids are unique");
+        assert_ne!(of(&spaced, true).as_str(), "a b");
+        let first = of(&HeaderMap::new(), true);
+        assert_ne!(of(&HeaderMap::new(), true), first, "ids are unique");
     }
 }

@@ -372,7 +372,7 @@ fn tell(process: &Process, message: &MasterMessage) {
 fn log_lost_requests(access_log: &AccessLog, snapshot: &inflight::Snapshot) {
     for request in snapshot.requests.iter().filter(|r| !r.logged) {
         let facts = RequestFacts {
-            id: RequestId::Forwarded(HeaderValue::from_str(&request.id).unwrap_or(HeaderValue::from_static("-"))),
+            id: RequestId::Given(HeaderValue::from_str(&request.id).unwrap_or(HeaderValue::from_static("-"))),
             referer: None,
             user_agent: None,
         };
