@@ -103,7 +103,7 @@ impl Board {
     pub fn create(slots: u32) -> io::Result<Board> {
         // SAFETY: memfd_create with a NUL-terminated name; the result is a
         // new descriptor we own (or -1).
-        let raw = unsafe { libc::memfd_create(c"host-inflight".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { libc::memfd_create(c"host-inflight".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -112,6 +112,14 @@ impl Board {
         let len = Board::size(slots);
         // SAFETY: ftruncate on our descriptor; the new bytes read as zero.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The master reads this memory while the worker (and the app code
+        // in it) holds the descriptor: sealed, its size can never change,
+        // so no read here can fault on a page cut away under it.
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: adds seals to our own memfd (created with sealing allowed).
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
             return Err(io::Error::last_os_error());
         }
         let board = Board::map(fd, len)?;
@@ -639,6 +647,9 @@ mod tests {
         assert_eq!((snapshot.requests[1].status, snapshot.requests[1].logged), (504, true));
         assert!(snapshot.requests[1].path.len() < long_path.len(), "cut to fit");
         assert_eq!(snapshot.culprit, Some(1));
+        // SAFETY: ftruncate on the worker's copy of the descriptor.
+        let shrunk = unsafe { libc::ftruncate(worker.fd.as_raw_fd(), 0) };
+        assert!(shrunk < 0, "a worker cannot shrink the board its master reads");
         // SAFETY: a fresh, empty memfd that this test owns.
         let empty = unsafe { OwnedFd::from_raw_fd(libc::memfd_create(c"x".as_ptr(), 0)) };
         assert!(Board::open(empty).is_err(), "an empty memfd is no board");

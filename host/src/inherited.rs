@@ -47,6 +47,17 @@ pub fn take_from_env() {
         inflight_fd: number(INFLIGHT_FD_VAR),
         notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
     };
+    // Ours alone: a process an app starts must not inherit the listening
+    // sockets, the master's socket (whose end would then never close) or
+    // the board.
+    let listening = (0..inherited.listen_fds.unwrap_or(0)).map(|i| 3 + i as RawFd);
+    for fd in listening.chain(inherited.notify_fd).chain(inherited.inflight_fd) {
+        // SAFETY: fcntl on a descriptor number only changes its flags; one
+        // that is not open makes it fail, which is ignored.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
     for name in [
         "LISTEN_FDS",
         "LISTEN_PID",
