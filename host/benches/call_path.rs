@@ -36,13 +36,13 @@ impl ResponseSink for Collect {
     }
 
     fn data(&mut self, chunk: Chunk) -> Result<(), String> {
-        self.bytes += chunk.as_ref().len();
+        self.bytes += chunk.len() as usize;
         Ok(())
     }
 
     fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
         self.status = head.status;
-        self.bytes += body.map_or(0, |chunk| chunk.as_ref().len());
+        self.bytes += body.map_or(0, |chunk| chunk.len() as usize);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use plugin_api::host::{Header, RequestVars};
 
 use crate::exchange::{Chunk, Exchange, ResponseSink, Summary};
 use crate::loader::LoadedApp;
+use crate::open_file::READ_CHUNK;
 use crate::response_head::ResponseHead;
 
 /// Runs `app` once for the CGI request described by `env`, reading the body
@@ -83,8 +84,24 @@ impl<W: Write> ResponseSink for CgiSink<W> {
     }
 
     fn data(&mut self, chunk: Chunk) -> Result<(), String> {
-        self.write_all(chunk.as_ref())
-            .map_err(|e| format!("writing to stdout failed: {e}"))
+        let written = match &chunk {
+            // A file body: read a chunk at a time, never from a mapping.
+            Chunk::File(file, range) => {
+                let mut left = range.clone();
+                while !left.is_empty() {
+                    let piece = file
+                        .read(&left, READ_CHUNK)
+                        .map_err(|e| format!("the file body cannot be read: {e}"))?;
+                    left.start += piece.len() as u64;
+                    self.out
+                        .write_all(&piece)
+                        .map_err(|e| format!("writing to stdout failed: {e}"))?;
+                }
+                self.out.flush()
+            }
+            other => self.write_all(other.bytes().unwrap_or_default()),
+        };
+        written.map_err(|e| format!("writing to stdout failed: {e}"))
     }
 
     fn abort(&mut self) {

@@ -6,11 +6,12 @@
 use std::cell::RefCell;
 use std::io::Read;
 
-use bytes::Bytes;
+use std::sync::Arc;
 
 use plugin_api::host::{Header, HostGateway, PluginBytes, RequestVars, ResponseBody};
 
 use crate::loader::LoadedApp;
+use crate::open_file::{OpenFile, READ_UP_TO};
 
 use crate::response_head::{HeadState, ResponseHead};
 
@@ -22,19 +23,33 @@ pub enum Chunk {
     Plugin(PluginBytes),
     /// Bytes the host copied (from the write callable).
     Copied(Vec<u8>),
-    /// A file body's bytes: read, or mapped (a socket sends those with
-    /// `sendfile`).
-    File(Bytes),
+    /// Part of a file (the file body): sent with `sendfile` or read as it
+    /// goes out, never read from a mapping (see [`crate::open_file`]).
+    File(Arc<OpenFile>, std::ops::Range<u64>),
 }
 
-impl AsRef<[u8]> for Chunk {
-    fn as_ref(&self) -> &[u8] {
+impl Chunk {
+    /// The bytes in memory; `None` for a file's, which are still on disk.
+    pub fn bytes(&self) -> Option<&[u8]> {
         match self {
-            Chunk::Static(bytes) => bytes,
-            Chunk::Plugin(bytes) => bytes.as_ref(),
-            Chunk::Copied(bytes) => bytes,
-            Chunk::File(bytes) => bytes,
+            Chunk::Static(bytes) => Some(bytes),
+            Chunk::Plugin(bytes) => Some(bytes.as_ref()),
+            Chunk::Copied(bytes) => Some(bytes),
+            Chunk::File(..) => None,
         }
+    }
+
+    /// How many bytes this is.
+    pub fn len(&self) -> u64 {
+        match self {
+            Chunk::File(_, range) => range.end - range.start,
+            other => other.bytes().map_or(0, |b| b.len() as u64),
+        }
+    }
+
+    /// Whether this is no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -227,17 +242,17 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
             return body.map_or(Ok(()), |chunk| self.send(chunk));
         }
         let head = self.head.borrow_mut().take_for_sending()?.expect("head not sent yet");
-        let body = body.filter(|chunk| !chunk.as_ref().is_empty());
+        let body = body.filter(|chunk| !chunk.is_empty());
         self.record(&head, body.as_ref());
         self.sink.borrow_mut().whole(head, body)
     }
 
     fn send(&self, chunk: Chunk) -> Result<(), String> {
-        if chunk.as_ref().is_empty() {
+        if chunk.is_empty() {
             return Ok(());
         }
         self.flush_head()?;
-        self.summary.borrow_mut().bytes += chunk.as_ref().len() as u64;
+        self.summary.borrow_mut().bytes += chunk.len();
         self.sink.borrow_mut().data(chunk)
     }
 
@@ -257,7 +272,7 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
     fn record(&self, head: &ResponseHead, body: Option<&Chunk>) {
         let mut summary = self.summary.borrow_mut();
         summary.status = Some(head.status);
-        summary.bytes += body.map_or(0, |b| b.as_ref().len() as u64);
+        summary.bytes += body.map_or(0, Chunk::len);
     }
 
     /// Answers `refusal` (the request's, or a 500 for the app's failure)
@@ -328,7 +343,11 @@ fn file_chunk(file: std::fs::File, offset: u64, len: u64) -> Result<Chunk, Strin
                 meta.len()
             )
         })?;
-    crate::mapped_file::file_range(file, offset..end, meta.len())
-        .map(Chunk::File)
+    let open = Arc::new(OpenFile::new(file, meta.len()));
+    if len > READ_UP_TO {
+        return Ok(Chunk::File(open, offset..end));
+    }
+    open.read(&(offset..end), len as usize)
+        .map(Chunk::Copied)
         .map_err(|e| format!("the file body cannot be read: {e}"))
 }

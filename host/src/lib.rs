@@ -7,7 +7,7 @@
 //! - [`inherited`]: what a parent passed in the environment (sockets, fds).
 //! - [`response_head`]: `start_response`'s rules.
 //! - [`exchange`]: one request/response with an app, over any transport.
-//! - [`mapped_file`]: files mapped as bytes a socket can `sendfile`.
+//! - [`open_file`]: files being served (in memory, read, or `sendfile`d).
 //! - [`cgi`]: CGI mode.
 //! - [`config`]: every option, declared once, and where values come from.
 //! - [`server`]: the HTTP server.
@@ -28,7 +28,7 @@ pub(crate) mod inherited;
 pub(crate) mod library_file;
 pub mod loader;
 pub(crate) mod logging;
-pub(crate) mod mapped_file;
+pub(crate) mod open_file;
 pub mod response_head;
 pub(crate) mod server;
 pub(crate) mod signals;

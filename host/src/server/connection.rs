@@ -29,6 +29,17 @@ pub struct ConnInfo {
     pub https: bool,
 }
 
+impl ConnInfo {
+    /// Whether a response in HTTP `version` on this connection may send a
+    /// large file's mapped slices with `sendfile`: only in cleartext
+    /// HTTP/1, where they reach the socket untouched. TLS and HTTP/2 need
+    /// the bytes themselves, which are then read (see
+    /// [`crate::open_file`]).
+    pub fn sendfile(&self, version: hyper::Version) -> bool {
+        !self.https && version != hyper::Version::HTTP_2
+    }
+}
+
 /// A bound listening socket.
 pub enum Listener {
     /// TCP.

@@ -176,8 +176,9 @@ async fn route(
         Ok(path) => path,
         Err(refusal) => return server(responses::refusal(&refusal), request),
     };
+    let sendfile = conn.info.sendfile(request.version());
     let response = match state.router.route(&method, &path) {
-        Route::File(file) => static_site::serve_file(&method, request.headers(), &file),
+        Route::File(file) => static_site::serve_file(&method, request.headers(), &file, sendfile),
         Route::AddSlash => {
             // One leading slash: "//name/" would send the browser to another host.
             let path = request.uri().path().trim_start_matches('/');
@@ -194,7 +195,7 @@ async fn route(
             ),
         ),
         Route::NotFound => match state.router.site() {
-            Some(site) => site.not_found(&method),
+            Some(site) => site.not_found(&method, sendfile),
             None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
         },
         Route::App { mount, path_info } => match state.quarantined.remaining(&mount.prefix, &path_info, started) {

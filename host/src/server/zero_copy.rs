@@ -1,5 +1,5 @@
 //! Zero-copy file bodies on the socket side: a large file travels through
-//! hyper as an ordinary `Bytes` over a mapping (see [`crate::mapped_file`]),
+//! hyper as an ordinary `Bytes` over a mapping (see [`crate::open_file`]),
 //! and when hyper hands such a slice to the socket, [`ZeroCopy`]
 //! recognises it and has the kernel send it from the page cache with
 //! `sendfile(2)` — the bytes never pass through user space, and nothing
@@ -14,7 +14,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::mapped_file::file_of;
+use crate::open_file::file_of;
 
 /// A socket `sendfile` can write to without blocking the runtime.
 pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin {
@@ -161,7 +161,7 @@ impl<S: Socket> AsyncWrite for ZeroCopy<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapped_file::{file_range, tests::temp_file};
+    use crate::open_file::{tests::temp_file, OpenFile};
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -169,7 +169,8 @@ mod tests {
     async fn mapped_slices_arrive_whole_between_plain_ones() {
         let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         let len = content.len() as u64;
-        let mapped = file_range(temp_file(&content), 0..len, len).unwrap();
+        let open = OpenFile::new(temp_file(&content), len);
+        let mapped = open.mapped(0..len).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();

@@ -104,7 +104,8 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
     let head_only = parts.method == Method::HEAD;
     let clock = Arc::new(AppClock::start());
     let reader = BodyReader::new(input, clock.clone(), limits);
-    let sink = |delivery| HttpSink::new(delivery, head_only, clock.clone(), limits.idle);
+    let sendfile = call.conn.sendfile(parts.version);
+    let sink = |delivery| HttpSink::new(delivery, head_only, sendfile, clock.clone(), limits.idle);
     // For the access log of a 504, once `parts` went to the app's thread.
     let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
     let response_rx = match placement {
@@ -233,6 +234,7 @@ where
         tokio::select! {
             _ = done_rx => {}
             () = clock.passed(deadline) => {
+                super::stuck_calls::count_stuck();
                 log::error!(
                     "{method} {path} is still inside the app after the request timeout ({}, option --timeout) in pid {}: answered 504",
                     crate::config::Seconds(deadline),

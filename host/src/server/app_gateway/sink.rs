@@ -21,7 +21,7 @@ use super::clock::AppClock;
 use super::Answer;
 use crate::exchange::{Chunk, Refusal, ResponseSink};
 use crate::response_head::{self, ResponseHead};
-use crate::server::body::{Body, BodyFrame};
+use crate::server::body::{Body, BodyFrame, FileBody};
 
 /// Response chunks buffered between the app's thread and the connection.
 const BODY_CHANNEL_DEPTH: usize = 8;
@@ -43,6 +43,8 @@ pub struct HttpSink {
     /// Inline: the head and the body written so far, until the call returns.
     held: Option<(ResponseHead, VecDeque<BodyFrame>)>,
     head_only: bool,
+    /// A large file body may go out with `sendfile` (cleartext HTTP/1).
+    sendfile: bool,
     /// The head went out before the body was complete.
     streamed: bool,
     /// Bytes still allowed by the app's Content-Length, if it set one.
@@ -66,13 +68,15 @@ const CLIENT_GONE: &str = "the client went away";
 
 impl HttpSink {
     /// A sink delivering as `delivery`; `head_only` for HEAD requests;
-    /// waits for a slow client up to `idle`, off `clock`.
-    pub fn new(delivery: Delivery, head_only: bool, clock: Arc<AppClock>, idle: Duration) -> Self {
+    /// `sendfile` where a large file may go out with `sendfile`; waits for
+    /// a slow client up to `idle`, off `clock`.
+    pub fn new(delivery: Delivery, head_only: bool, sendfile: bool, clock: Arc<AppClock>, idle: Duration) -> Self {
         HttpSink {
             delivery,
             body_tx: None,
             held: None,
             head_only,
+            sendfile,
             streamed: false,
             remaining: None,
             close: false,
@@ -151,13 +155,34 @@ impl HttpSink {
         CLIENT_GONE.to_owned()
     }
 
-    /// Cuts `bytes` to what the app's Content-Length still allows.
-    fn cut(&mut self, mut bytes: Bytes) -> Bytes {
-        if let Some(remaining) = self.remaining.as_mut() {
-            bytes.truncate((*remaining).min(bytes.len() as u64) as usize);
-            *remaining -= bytes.len() as u64;
+    /// How many of `len` more bytes the app's Content-Length still
+    /// allows (all without one); counts them as sent.
+    fn allowed(&mut self, len: u64) -> u64 {
+        match self.remaining.as_mut() {
+            Some(remaining) => {
+                let allowed = (*remaining).min(len);
+                *remaining -= allowed;
+                allowed
+            }
+            None => len,
         }
-        bytes
+    }
+
+    /// `chunk` as a body frame or a file body, cut to what the app's
+    /// Content-Length still allows.
+    fn body_of(&mut self, chunk: Chunk) -> Body {
+        let allowed = self.allowed(chunk.len());
+        match chunk {
+            Chunk::File(file, range) => {
+                let range = range.start..range.start + allowed;
+                Body::File(FileBody::new(file, range, self.sendfile))
+            }
+            other => {
+                let mut bytes = chunk_bytes(other);
+                bytes.truncate(allowed as usize);
+                Body::full(bytes)
+            }
+        }
     }
 
     fn push(&mut self, frame: BodyFrame) -> Result<(), String> {
@@ -199,18 +224,23 @@ impl ResponseSink for HttpSink {
     }
 
     fn data(&mut self, chunk: Chunk) -> Result<(), String> {
-        let bytes = self.cut(chunk_bytes(chunk));
-        if bytes.is_empty() {
-            return Ok(());
+        match self.body_of(chunk) {
+            Body::Full(Some(bytes)) => self.push(Ok(bytes)),
+            // A file after the write callable's bytes: read as it goes.
+            Body::File(mut file) => {
+                while let Some(piece) = file.next_read() {
+                    self.push(Ok(piece.map_err(|e| format!("the file body cannot be read: {e}"))?))?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        self.push(Ok(bytes))
     }
 
     fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
         self.remaining = head.content_length();
-        let bytes = body.map(|chunk| self.cut(chunk_bytes(chunk)));
-        let body = match bytes {
-            Some(bytes) if !self.head_only => Body::full(bytes),
+        let body = match body {
+            Some(chunk) if !self.head_only => self.body_of(chunk),
             _ => Body::Empty,
         };
         self.send_response(head, body)
@@ -241,7 +271,7 @@ fn chunk_bytes(chunk: Chunk) -> Bytes {
         Chunk::Static(bytes) => Bytes::from_static(bytes),
         Chunk::Plugin(bytes) => Bytes::from_owner(bytes),
         Chunk::Copied(bytes) => Bytes::from(bytes),
-        Chunk::File(bytes) => bytes,
+        Chunk::File(..) => Bytes::new(), // see `body_of`
     }
 }
 

@@ -41,8 +41,12 @@ struct Entries {
 impl SiteCache {
     /// The lookup for `path`: the cached one while fresh, else what
     /// `resolve` finds (given the stale file, if there was one).
-    pub fn get_or_resolve(&self, path: &str, resolve: impl FnOnce(Option<&StaticFile>) -> Lookup) -> Lookup {
-        let now = Instant::now();
+    pub fn get_or_resolve(
+        &self,
+        path: &str,
+        now: Instant,
+        resolve: impl FnOnce(Option<&StaticFile>) -> Lookup,
+    ) -> Lookup {
         let stale = {
             let entries = self.inner.read().unwrap_or_else(|e| e.into_inner());
             match entries.by_path.get(path) {
@@ -58,6 +62,11 @@ impl SiteCache {
         let lookup = resolve(stale.as_deref());
         self.insert(path, now, lookup.clone());
         lookup
+    }
+
+    /// Forgets every lookup (the site's folder now leads elsewhere).
+    pub fn clear(&self) {
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Entries::default();
     }
 
     /// Lookups answered from the cache, and ones that went to the disk.

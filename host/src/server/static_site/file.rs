@@ -1,7 +1,6 @@
 //! [`StaticFile`]: a file of the site as found on disk, with what serving
 //! it needs (validators, Content-Type) and its bytes: read into memory when
-//! small, mapped (and sent with `sendfile`, see `server::zero_copy`) when
-//! large.
+//! small, kept open when large (see [`crate::open_file`]).
 
 use std::fs::File;
 use std::io;
@@ -9,11 +8,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use hyper::header::HeaderValue;
 
 use super::encoded::Encoding;
-use crate::mapped_file::{file_range, READ_UP_TO};
+use crate::open_file::FileContent;
 
 /// A file of the site as found on disk: its validators, type and bytes.
 #[derive(Debug)]
@@ -26,18 +24,16 @@ pub struct StaticFile {
     pub(super) etag: HeaderValue,
     pub(super) last_modified: HeaderValue,
     pub(super) content_type: HeaderValue,
-    /// The whole file: read into memory up to
-    /// [`READ_UP_TO`](crate::mapped_file::READ_UP_TO), else mapped (and
-    /// sent with `sendfile`).
-    pub(super) content: Bytes,
+    /// Its bytes: in memory when small, else the open file.
+    pub(super) content: FileContent,
     /// Precompressed forms found beside it (`x.br`, `x.zst`, `x.gz`).
     pub(super) variants: Vec<(Encoding, std::sync::Arc<StaticFile>)>,
 }
 
 impl StaticFile {
     /// Reads what serving `path` needs: the bytes of a small file are read,
-    /// a large one is mapped, unless `previous` is the same file with its
-    /// bytes already in hand.
+    /// a large one is kept open, unless `previous` is the same file with
+    /// its bytes already in hand.
     pub(super) fn open(
         path: PathBuf,
         meta: &std::fs::Metadata,
@@ -47,7 +43,7 @@ impl StaticFile {
         let identity = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
         let content = match previous.filter(|p| p.identity == identity && p.path == path) {
             Some(previous) => previous.content.clone(),
-            None => file_range(File::open(&path)?, 0..meta.len(), meta.len())?,
+            None => FileContent::of(File::open(&path)?, meta.len())?,
         };
         let secs = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Ok(StaticFile {
@@ -77,11 +73,10 @@ impl StaticFile {
         self.variants.iter().find(|(e, _)| *e == encoding).map(|(_, file)| file)
     }
 
-    /// Bytes held in memory for this file and its precompressed forms (a
-    /// mapping is the page cache's).
+    /// Bytes held in memory for this file and its precompressed forms (an
+    /// open file's are the page cache's).
     pub fn cached_bytes(&self) -> usize {
-        let own = if self.len <= READ_UP_TO { self.content.len() } else { 0 };
-        own + self.variants.iter().map(|(_, v)| v.cached_bytes()).sum::<usize>()
+        self.content.memory() + self.variants.iter().map(|(_, v)| v.cached_bytes()).sum::<usize>()
     }
 }
 

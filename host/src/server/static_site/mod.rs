@@ -9,8 +9,8 @@
 //!   single byte ranges (206 / 416);
 //! - [`encoded`]: precompressed forms (`x.br`, `x.zst`, `x.gz`) and
 //!   `Accept-Encoding`;
-//! - [`serve`]: the response (small files from memory, large ones mapped
-//!   and sent with `sendfile`).
+//! - [`serve`]: the response (small files from memory, large ones sent
+//!   with `sendfile` or read as they go out).
 
 mod cache;
 mod conditional;
@@ -19,7 +19,9 @@ mod file;
 mod serve;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Response, StatusCode};
@@ -32,7 +34,14 @@ pub use serve::serve_file;
 
 /// A folder served as a web site.
 pub struct StaticSite {
-    root: PathBuf,
+    /// The folder as configured (absolute): perhaps a symlink that a
+    /// deploy switches, as in `current -> releases/42`.
+    configured: PathBuf,
+    /// Where it led when last resolved: every path served lies inside.
+    root: RwLock<PathBuf>,
+    /// When (ms after `created`) the folder is next resolved again.
+    next_root_check: AtomicU64,
+    created: Instant,
     cache: SiteCache,
 }
 
@@ -50,20 +59,18 @@ pub enum Lookup {
 impl StaticSite {
     /// A site rooted at `root`, which must be an existing folder.
     pub fn new(root: &Path) -> Result<Self, String> {
-        let root = root.canonicalize().map_err(|e| {
+        let configured = std::path::absolute(root).map_err(|e| {
             format!(
                 "static folder {} cannot be used: {e}; pass --static-dir DIR or --no-static",
                 root.display()
             )
         })?;
-        if !root.is_dir() {
-            return Err(format!(
-                "static folder {} is not a folder; pass --static-dir DIR",
-                root.display()
-            ));
-        }
+        let resolved = resolve_root(&configured)?;
         Ok(StaticSite {
-            root,
+            configured,
+            root: RwLock::new(resolved),
+            next_root_check: AtomicU64::new(cache::FRESH_FOR.as_millis() as u64),
+            created: Instant::now(),
             cache: SiteCache::default(),
         })
     }
@@ -71,7 +78,50 @@ impl StaticSite {
     /// Resolves a percent-decoded request path, from the cache when it was
     /// checked less than a second ago.
     pub fn lookup(&self, path: &str) -> Lookup {
-        self.cache.get_or_resolve(path, |previous| self.resolve(path, previous))
+        let now = Instant::now();
+        self.follow_root(now);
+        self.cache
+            .get_or_resolve(path, now, |previous| self.resolve(path, previous))
+    }
+
+    /// At most once per [`cache::FRESH_FOR`], resolves the configured
+    /// folder again, as nginx does at each open: when a deploy switched
+    /// its symlink to another release, that release is served from then
+    /// on, and nothing of the old one is remembered.
+    fn follow_root(&self, now: Instant) {
+        let at = now.saturating_duration_since(self.created).as_millis() as u64;
+        let due = self.next_root_check.load(Ordering::Relaxed);
+        let next = at + cache::FRESH_FOR.as_millis() as u64;
+        if at < due
+            || self
+                .next_root_check
+                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return; // not due, or another thread does it
+        }
+        let resolved = match resolve_root(&self.configured) {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                log::error!("{e}; still serving the folder it led to before");
+                return;
+            }
+        };
+        let mut root = self.root.write().unwrap_or_else(|e| e.into_inner());
+        if *root != resolved {
+            log::info!(
+                "static folder {} now leads to {} (it led to {}): serving that",
+                self.configured.display(),
+                resolved.display(),
+                root.display()
+            );
+            *root = resolved;
+            self.cache.clear();
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.root.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Lookups answered from the cache, and ones that went to the disk.
@@ -85,7 +135,8 @@ impl StaticSite {
         if path.contains(['\\', '\0']) {
             return Lookup::Missing;
         }
-        let mut candidate = self.root.clone();
+        let root = self.root();
+        let mut candidate = root.clone();
         for segment in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
             if segment == ".." {
                 return Lookup::Missing;
@@ -95,7 +146,7 @@ impl StaticSite {
         let Ok(real) = candidate.canonicalize() else {
             return Lookup::Missing;
         };
-        if !real.starts_with(&self.root) {
+        if !real.starts_with(&root) {
             log::warn!(
                 "refused {path}: it leads outside the static folder (symlink to {})",
                 real.display()
@@ -114,7 +165,7 @@ impl StaticSite {
         };
         match StaticFile::open(file.clone(), &meta, previous) {
             Ok(mut found) => {
-                found.variants = self.variants(&file, &found, previous);
+                found.variants = variants(&root, &file, &found, previous);
                 Lookup::File(Arc::new(found))
             }
             Err(e) => {
@@ -124,40 +175,12 @@ impl StaticSite {
         }
     }
 
-    /// The precompressed forms of `original` (at `path`) found beside it,
-    /// inside the root; `previous` lends the bytes of unchanged ones.
-    fn variants(
-        &self,
-        path: &Path,
-        original: &StaticFile,
-        previous: Option<&StaticFile>,
-    ) -> Vec<(encoded::Encoding, Arc<StaticFile>)> {
-        let mut found = Vec::new();
-        for encoding in encoded::Encoding::ALL {
-            let mut name = path.as_os_str().to_owned();
-            name.push(encoding.suffix());
-            let Ok(real) = Path::new(&name).canonicalize() else {
-                continue;
-            };
-            let meta = match std::fs::metadata(&real) {
-                Ok(meta) if meta.is_file() && real.starts_with(&self.root) => meta,
-                _ => continue,
-            };
-            let earlier = previous.and_then(|p| p.variant(encoding)).map(|v| &**v);
-            match StaticFile::open(real, &meta, earlier) {
-                Ok(variant) => found.push((encoding, Arc::new(variant.into_variant_of(original, encoding)))),
-                Err(e) => log::error!("cannot read {}: {e}", Path::new(&name).display()),
-            }
-        }
-        found
-    }
-
     /// The site's `404.html` with status 404 (a plain text one if absent).
-    pub fn not_found(&self, method: &Method) -> Response<Body> {
+    pub fn not_found(&self, method: &Method, sendfile: bool) -> Response<Body> {
         let Lookup::File(page) = self.lookup("/404.html") else {
             return responses::error(StatusCode::NOT_FOUND, "no such page");
         };
-        let mut response = serve_file(method, &HeaderMap::new(), &page);
+        let mut response = serve_file(method, &HeaderMap::new(), &page, sendfile);
         if response.status() == StatusCode::OK {
             *response.status_mut() = StatusCode::NOT_FOUND;
             for validator in [header::ETAG, header::LAST_MODIFIED, header::ACCEPT_RANGES] {
@@ -166,6 +189,51 @@ impl StaticSite {
         }
         response
     }
+}
+
+/// The precompressed forms of `original` (at `path`) found beside it,
+/// inside the root; `previous` lends the bytes of unchanged ones.
+fn variants(
+    root: &Path,
+    path: &Path,
+    original: &StaticFile,
+    previous: Option<&StaticFile>,
+) -> Vec<(encoded::Encoding, Arc<StaticFile>)> {
+    let mut found = Vec::new();
+    for encoding in encoded::Encoding::ALL {
+        let mut name = path.as_os_str().to_owned();
+        name.push(encoding.suffix());
+        let Ok(real) = Path::new(&name).canonicalize() else {
+            continue;
+        };
+        let meta = match std::fs::metadata(&real) {
+            Ok(meta) if meta.is_file() && real.starts_with(root) => meta,
+            _ => continue,
+        };
+        let earlier = previous.and_then(|p| p.variant(encoding)).map(|v| &**v);
+        match StaticFile::open(real, &meta, earlier) {
+            Ok(variant) => found.push((encoding, Arc::new(variant.into_variant_of(original, encoding)))),
+            Err(e) => log::error!("cannot read {}: {e}", Path::new(&name).display()),
+        }
+    }
+    found
+}
+
+/// Where `configured` leads, which must be a folder.
+fn resolve_root(configured: &Path) -> Result<PathBuf, String> {
+    let root = configured.canonicalize().map_err(|e| {
+        format!(
+            "static folder {} cannot be used: {e}; pass --static-dir DIR or --no-static",
+            configured.display()
+        )
+    })?;
+    if !root.is_dir() {
+        return Err(format!(
+            "static folder {} is not a folder; pass --static-dir DIR",
+            configured.display()
+        ));
+    }
+    Ok(root)
 }
 
 #[cfg(test)]
@@ -274,8 +342,8 @@ mod tests {
             TREE.with(|tree| {
                 let got = match tree.site.lookup(&path) {
                     Lookup::File(file) => {
-                        proptest::prop_assert!(file.path.starts_with(&tree.site.root), "{path} left the root");
-                        file.path.strip_prefix(&tree.site.root).unwrap().to_string_lossy().into_owned()
+                        proptest::prop_assert!(file.path.starts_with(tree.site.root()), "{path} left the root");
+                        file.path.strip_prefix(tree.site.root()).unwrap().to_string_lossy().into_owned()
                     }
                     Lookup::AddSlash => "/".to_owned(),
                     Lookup::Missing => String::new(),

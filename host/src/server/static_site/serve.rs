@@ -1,6 +1,6 @@
 //! The response for a static file: the precompressed form the client
-//! takes, headers, 304 / 206 / 416, and the bytes (from memory, or a
-//! mapping sent with `sendfile`).
+//! takes, headers, 304 / 206 / 416, and the bytes (from memory, or the
+//! open file: `sendfile` or chunks read as sent).
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
@@ -8,21 +8,23 @@ use hyper::{Method, Response, StatusCode};
 use super::conditional::{not_modified, requested_range, RangeRequest};
 use super::encoded;
 use super::file::{header_value, StaticFile};
-use crate::server::body::Body;
+use crate::open_file::FileContent;
+use crate::server::body::{Body, FileBody};
 use crate::server::responses;
 
 /// Serves `file` for a GET or HEAD with the request's conditional and
 /// range headers, precompressed if the client accepts a form of it there
-/// is (ranges then count the encoded bytes).
-pub fn serve_file(method: &Method, request: &HeaderMap, file: &StaticFile) -> Response<Body> {
+/// is (ranges then count the encoded bytes). `sendfile`: the connection
+/// sends a large file's mapped slices with `sendfile` (cleartext HTTP/1).
+pub fn serve_file(method: &Method, request: &HeaderMap, file: &StaticFile, sendfile: bool) -> Response<Body> {
     if file.variants.is_empty() {
-        return serve_one(method, request, file);
+        return serve_one(method, request, file, sendfile);
     }
     let available = file.variants.iter().map(|(encoding, _)| *encoding);
     let chosen = encoded::choose(request.get(header::ACCEPT_ENCODING), available);
     let mut response = match chosen.and_then(|e| file.variant(e).map(|v| (e, v))) {
         Some((encoding, variant)) => {
-            let mut response = serve_one(method, request, variant);
+            let mut response = serve_one(method, request, variant, sendfile);
             if matches!(response.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
                 response
                     .headers_mut()
@@ -30,7 +32,7 @@ pub fn serve_file(method: &Method, request: &HeaderMap, file: &StaticFile) -> Re
             }
             response
         }
-        None => serve_one(method, request, file),
+        None => serve_one(method, request, file, sendfile),
     };
     response
         .headers_mut()
@@ -39,7 +41,7 @@ pub fn serve_file(method: &Method, request: &HeaderMap, file: &StaticFile) -> Re
 }
 
 /// Serves one form of a file.
-fn serve_one(method: &Method, request: &HeaderMap, file: &StaticFile) -> Response<Body> {
+fn serve_one(method: &Method, request: &HeaderMap, file: &StaticFile, sendfile: bool) -> Response<Body> {
     let len = file.len;
     let mut response = Response::new(Body::Empty);
     let headers = response.headers_mut();
@@ -78,6 +80,9 @@ fn serve_one(method: &Method, request: &HeaderMap, file: &StaticFile) -> Respons
     if method == Method::HEAD || count == 0 {
         return response;
     }
-    *response.body_mut() = Body::full(file.content.slice(range.start as usize..range.end as usize));
+    *response.body_mut() = match &file.content {
+        FileContent::InMemory(bytes) => Body::full(bytes.slice(range.start as usize..range.end as usize)),
+        FileContent::Open(open) => Body::File(FileBody::new(open.clone(), range, sendfile)),
+    };
     response
 }
