@@ -251,6 +251,12 @@ pub struct Limits {
     #[arg(long, value_name = "DURATION", env = "HOST_BODY_TIMEOUT", default_value = "10s")]
     pub body_timeout: Seconds,
 
+    /// Slowest average a request body may arrive at, in bytes per second,
+    /// after a grace of --body-timeout (Apache's mod_reqtimeout MinRate): a
+    /// client below it gets 408 and its connection is closed; 0 turns it off.
+    #[arg(long, value_name = "BYTES", env = "HOST_BODY_MIN_RATE", default_value = "500")]
+    pub body_min_rate: Size,
+
     /// Time allowed to send a request head, and keep-alive idle time, e.g. 10s.
     #[arg(long, value_name = "DURATION", env = "HOST_HEADER_TIMEOUT", default_value = "10s")]
     pub header_timeout: Seconds,

@@ -1,11 +1,18 @@
 //! The request body as the app reads it (`wsgi.input`). Bodies up to
 //! `--body-buffer-size` are read on the connection's task before the app
 //! is called, so a slow client holds no app thread; the rest of a larger
-//! body is pulled from the connection as the app reads it, each wait for
-//! the client bounded by `--body-timeout` and off the app's clock. A body
-//! that breaks a rule (its framing, the size limit, the idle limit) is a
-//! [`Refusal`]: the app sees a read error, and the client gets the
-//! refusal whatever the app answers.
+//! body is pulled from the connection as the app reads it, off the app's
+//! clock. Every wait for the client is bounded by `--body-timeout`, and
+//! the body as a whole by `--body-min-rate` ([`Pace`]). A body that breaks
+//! a rule (its framing, the size limit, a time limit) is a [`Refusal`]:
+//! the app sees a read error, and the client gets the refusal whatever the
+//! app answers.
+//!
+//! Memory follows what the client sent, not how it sent it: each piece
+//! hyper hands over is a slice of a read buffer, and holding a one-byte
+//! slice holds the whole buffer. Small pieces are therefore copied
+//! together ([`GATHER_BELOW`]), so a body sent a byte per packet costs
+//! about what it weighs.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -23,6 +30,13 @@ use crate::config::Limits;
 use crate::exchange::{Refusal, RequestBody};
 use crate::server::strict::wire::Verdicts;
 
+/// Pieces smaller than this are copied together rather than kept as the
+/// slices of read buffers they arrive as.
+pub const GATHER_BELOW: usize = 4096;
+
+/// Gathered bytes are handed on in pieces of this size.
+const GATHERED_PIECE: usize = 16 << 10;
+
 /// The limits a body is read under.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
@@ -32,6 +46,9 @@ pub struct BodyLimits {
     pub buffer: u64,
     /// Longest wait for the next piece (408 beyond).
     pub idle: Duration,
+    /// Slowest average rate, bytes per second, after a grace of `idle`
+    /// (408 below); 0: no minimum.
+    pub min_rate: u64,
 }
 
 impl BodyLimits {
@@ -41,6 +58,70 @@ impl BodyLimits {
             max: limits.max_body_size.0,
             buffer: limits.body_buffer_size.0,
             idle: limits.body_timeout.0,
+            min_rate: limits.body_min_rate.0,
+        }
+    }
+}
+
+/// How long a client may still take, by `--body-timeout` (each wait) and
+/// `--body-min-rate` (all waits together, as mod_reqtimeout's MinRate):
+/// by the time the server has waited `grace + n / rate` in all, `n` bytes
+/// must have come. Only time spent waiting for the client counts, so an
+/// app that reads slowly never makes its client look slow.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    limits: BodyLimits,
+    /// Time spent waiting for the client so far.
+    waited: Duration,
+}
+
+/// Which limit a wait runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitLimit {
+    Idle,
+    MinRate,
+}
+
+impl Pace {
+    /// No time waited yet.
+    pub fn new(limits: BodyLimits) -> Pace {
+        Pace {
+            limits,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// How long the next wait may take, with `received` bytes in, and which
+    /// limit ends it.
+    fn next_wait(&self, received: u64) -> (Duration, WaitLimit) {
+        let idle = self.limits.idle;
+        if self.limits.min_rate == 0 {
+            return (idle, WaitLimit::Idle);
+        }
+        let earned = Duration::from_secs_f64(received as f64 / self.limits.min_rate as f64);
+        let left = (idle + earned).saturating_sub(self.waited);
+        if left < idle {
+            (left, WaitLimit::MinRate)
+        } else {
+            (idle, WaitLimit::Idle)
+        }
+    }
+
+    /// Waits for `body`'s next frame within the limits: `Err` is the
+    /// refusal for a client too slow.
+    async fn frame(
+        &mut self,
+        body: &mut Incoming,
+        received: u64,
+    ) -> Result<Option<Result<http_body::Frame<Bytes>, hyper::Error>>, Refusal> {
+        let (limit, cause) = self.next_wait(received);
+        let began = tokio::time::Instant::now();
+        let frame = tokio::time::timeout(limit, body.frame()).await;
+        self.waited += began.elapsed();
+        match (frame, cause) {
+            (Ok(frame), _) => Ok(frame),
+            (Err(_), WaitLimit::Idle) => Err(idle_timeout(self.limits.idle)),
+            (Err(_), WaitLimit::MinRate) => Err(too_slow(received, self.waited, self.limits.min_rate)),
         }
     }
 }
@@ -48,8 +129,11 @@ impl BodyLimits {
 /// A request body: what is in hand, and the connection for the rest.
 pub struct Input {
     buffered: VecDeque<Bytes>,
+    /// Small pieces, copied together until they make a piece of their own.
+    gathered: Vec<u8>,
     rest: Option<Incoming>,
     received: u64,
+    pace: Pace,
     /// The connection's wire verdicts (why a body ended early).
     verdicts: Arc<Verdicts>,
 }
@@ -66,10 +150,24 @@ impl Input {
         if self.received > max {
             return Err(too_large(max));
         }
-        if !data.is_empty() {
+        if data.len() < GATHER_BELOW {
+            self.gathered.extend_from_slice(&data);
+            if self.gathered.len() >= GATHERED_PIECE {
+                self.hand_on_gathered();
+            }
+        } else if !data.is_empty() {
+            self.hand_on_gathered();
             self.buffered.push_back(data);
         }
         Ok(())
+    }
+
+    /// Puts what was gathered in line, after what came before it.
+    fn hand_on_gathered(&mut self) {
+        if !self.gathered.is_empty() {
+            let piece = std::mem::take(&mut self.gathered);
+            self.buffered.push_back(Bytes::from(piece));
+        }
     }
 }
 
@@ -77,29 +175,32 @@ impl Input {
 pub async fn buffer(mut body: Incoming, limits: &BodyLimits, verdicts: &Arc<Verdicts>) -> Result<Input, Refusal> {
     let mut input = Input {
         buffered: VecDeque::new(),
+        gathered: Vec::new(),
         rest: None,
         received: 0,
+        pace: Pace::new(*limits),
         verdicts: verdicts.clone(),
     };
     loop {
         if body.is_end_stream() {
-            return Ok(input);
+            break;
         }
         if input.received >= limits.buffer {
             input.rest = Some(body);
-            return Ok(input);
+            break;
         }
-        match tokio::time::timeout(limits.idle, body.frame()).await {
-            Err(_) => return Err(idle_timeout(limits.idle)),
-            Ok(None) => return Ok(input),
-            Ok(Some(Err(e))) => return Err(malformed(&e, verdicts)),
-            Ok(Some(Ok(frame))) => {
+        match input.pace.frame(&mut body, input.received).await? {
+            None => break,
+            Some(Err(e)) => return Err(malformed(&e, verdicts)),
+            Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     input.accept(data, limits.max)?;
                 }
             }
         }
     }
+    input.hand_on_gathered();
+    Ok(input)
 }
 
 /// `wsgi.input` on a blocking thread: the buffered part, then the
@@ -134,22 +235,21 @@ impl BodyReader {
             self.input.rest = None;
             return Ok(());
         }
-        let (handle, idle) = (&self.handle, self.limits.idle);
-        let frame = self
-            .clock
-            .waiting(|| handle.block_on(tokio::time::timeout(idle, body.frame())));
-        match frame {
-            Err(_) => Err(idle_timeout(idle)),
-            Ok(None) => {
+        let (handle, pace, received) = (&self.handle, &mut self.input.pace, self.input.received);
+        let frame = self.clock.waiting(|| handle.block_on(pace.frame(body, received)))?;
+        let pulled = match frame {
+            None => {
                 self.input.rest = None;
                 Ok(())
             }
-            Ok(Some(Err(e))) => Err(malformed(&e, &self.input.verdicts)),
-            Ok(Some(Ok(frame))) => match frame.into_data() {
+            Some(Err(e)) => Err(malformed(&e, &self.input.verdicts)),
+            Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => self.input.accept(data, self.limits.max),
                 Err(_) => Ok(()), // trailers: not part of wsgi.input
             },
-        }
+        };
+        self.input.hand_on_gathered();
+        pulled
     }
 }
 
@@ -195,6 +295,20 @@ pub fn too_large(limit: u64) -> Refusal {
     }
 }
 
+/// 408: the body came slower than `--body-min-rate`.
+fn too_slow(received: u64, waited: Duration, min_rate: u64) -> Refusal {
+    let rate = received as f64 / waited.as_secs_f64().max(0.001);
+    log::warn!(
+        "a client sent its request body at {rate:.0} bytes/s ({received} bytes in {:.1}s), under body_min_rate ({min_rate}); answered 408 (option --body-min-rate)",
+        waited.as_secs_f64()
+    );
+    Refusal {
+        status: 408,
+        reason: "Request Timeout",
+        detail: format!("the request body arrived slower than {min_rate} bytes/s (server option --body-min-rate)"),
+    }
+}
+
 fn idle_timeout(idle: Duration) -> Refusal {
     log::warn!(
         "a client sent no request body bytes for {}; answered 408 (option --body-timeout)",
@@ -224,5 +338,67 @@ fn malformed(error: &hyper::Error, verdicts: &Verdicts) -> Refusal {
         status: 400,
         reason: "Bad Request",
         detail: format!("the request body is malformed: {cause}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(idle_secs: u64, min_rate: u64) -> BodyLimits {
+        BodyLimits {
+            max: 1 << 20,
+            buffer: 1 << 20,
+            idle: Duration::from_secs(idle_secs),
+            min_rate,
+        }
+    }
+
+    #[test]
+    fn the_minimum_rate_leaves_a_grace_then_asks_for_bytes_as_time_goes() {
+        let mut pace = Pace::new(limits(10, 500));
+        assert_eq!(pace.next_wait(0), (Duration::from_secs(10), WaitLimit::Idle));
+        // 9 s waited for nothing: 1 s of grace is left.
+        pace.waited = Duration::from_secs(9);
+        assert_eq!(pace.next_wait(0), (Duration::from_secs(1), WaitLimit::MinRate));
+        // 1 000 bytes earn two more seconds.
+        assert_eq!(pace.next_wait(1000), (Duration::from_secs(3), WaitLimit::MinRate));
+        // A client at 1 byte/s has fallen behind for good after the grace.
+        pace.waited = Duration::from_secs(30);
+        assert_eq!(pace.next_wait(30), (Duration::ZERO, WaitLimit::MinRate));
+        // A fast one only ever meets the idle limit.
+        assert_eq!(pace.next_wait(1 << 20), (Duration::from_secs(10), WaitLimit::Idle));
+        // Off: only the idle limit.
+        let off = Pace {
+            waited: Duration::from_secs(1000),
+            ..Pace::new(limits(10, 0))
+        };
+        assert_eq!(off.next_wait(0), (Duration::from_secs(10), WaitLimit::Idle));
+    }
+
+    #[test]
+    fn small_pieces_are_gathered_in_order_and_large_ones_kept() {
+        let mut input = Input {
+            buffered: VecDeque::new(),
+            gathered: Vec::new(),
+            rest: None,
+            received: 0,
+            pace: Pace::new(limits(10, 0)),
+            verdicts: Arc::default(),
+        };
+        for byte in b"abc" {
+            input.accept(Bytes::copy_from_slice(&[*byte]), 1 << 20).unwrap();
+        }
+        let large = Bytes::from(vec![b'L'; GATHER_BELOW]);
+        input.accept(large.clone(), 1 << 20).unwrap();
+        input.accept(Bytes::from_static(b"z"), 1 << 20).unwrap();
+        input.hand_on_gathered();
+        let pieces: Vec<&[u8]> = input.buffered.iter().map(|b| &b[..]).collect();
+        assert_eq!(pieces, [&b"abc"[..], &large[..], b"z"]);
+        assert_eq!(input.received, 3 + GATHER_BELOW as u64 + 1);
+        assert!(
+            input.accept(Bytes::from(vec![0; 1 << 20]), 1 << 20).is_err(),
+            "413 beyond the limit"
+        );
     }
 }
