@@ -17,6 +17,19 @@ Scenarios (all by default, or name some):
                 latency of other routes meanwhile.
   memory        RSS of master + workers idle, after five floods of 5000
                 idle connections, 30 s later, and after 2 million requests.
+  slow-bodies   memory a slow request body costs: one connection posting
+                20 000 bytes a byte per packet; 500 connections at 1 byte/s
+                for 40 s, with --body-min-rate off and on; 500 clients
+                reading a response a byte per second.
+  truncate      an 8 MiB static file (and an app's file body) cut short in
+                place while 4 clients download it at 4 MB/s, 20 rounds per
+                transport (HTTP/1.1, HTTPS, h2c, h2): worker deaths.
+  stuck-alarms  POST load on the echo app with --timeout 5s for three
+                minutes, a route moving between inline and pool calls:
+                stuck-call reports and retirements (target 0).
+  quarantine    10 crashing requests, each on a new path, 1.5 s apart,
+                under load: worker deaths, 503s, the healthy route's
+                longest gap.
 
 Standard library only. Prints Markdown.
 """
@@ -405,12 +418,260 @@ def memory() -> list[str]:
     return ["### memory: RSS of master + 2 workers", "", *rows, ""]
 
 
+def worker_rss_kib(host: Host) -> int:
+    """RSS of the workers (not the master), KiB."""
+    total = 0
+    for pid in host.tree()[1:]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+async def trickle(port: int, body_len: int, pause: float, results: list) -> None:
+    """A POST whose body goes a byte per packet, `pause` apart."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        writer.write(
+            f"POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {body_len}\r\n\r\n".encode()
+        )
+        for _ in range(body_len):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(pause)
+        line = await asyncio.wait_for(reader.readline(), 60)
+        results.append(int(line.split()[1]) if line else "closed")
+        writer.close()
+    except Exception as e:  # noqa: BLE001 - every outcome is a result
+        results.append(type(e).__name__)
+
+
+async def slow_reader(port: int, results: list, seconds: float) -> None:
+    """Asks for 1 MB and reads it a byte a second."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        writer.write(b"GET /big/1000000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not await reader.read(1):
+                break
+            await asyncio.sleep(1)
+        results.append("read")
+        writer.close()
+    except Exception as e:  # noqa: BLE001 - every outcome is a result
+        results.append(type(e).__name__)
+
+
+def slow_bodies() -> list[str]:
+    rows = []
+    # One connection, 20 000 bytes a byte per packet, 1 ms apart.
+    host = Host([f"{ECHO}:application", "--no-static", "--workers", "1", "--access-log-format", "off"])
+    time.sleep(1)
+    idle = worker_rss_kib(host)
+    results: list = []
+    peak = 0
+
+    async def one() -> None:
+        nonlocal peak
+        task = asyncio.create_task(trickle(host.port, 20_000, 0.001, results))
+        while not task.done():
+            peak = max(peak, worker_rss_kib(host))
+            await asyncio.sleep(0.2)
+
+    asyncio.run(one())
+    after = worker_rss_kib(host)
+    host.stop()
+    rows.append(
+        f"- one connection, 20 000 bytes a byte per packet: worker RSS idle {idle / 1024:.1f} MiB, "
+        f"peak **+{(peak - idle) / 1024:.2f} MiB** ({(peak - idle) * 1024 / 20_000:.0f} bytes per body byte; "
+        f"target ≤ 1.3 MB), after the response +{(after - idle) / 1024:.2f} MiB; answer {results}"
+    )
+    # 500 connections at 1 byte/s, without and with the minimum rate.
+    for min_rate in ["0", "500"]:
+        host = Host(
+            [f"{ECHO}:application", "--no-static", "--workers", "1", "--body-min-rate", min_rate, "--access-log-format", "off"]
+        )
+        time.sleep(1)
+        idle = worker_rss_kib(host)
+        samples = []
+        results = []
+
+        async def many() -> None:
+            tasks = [asyncio.create_task(trickle(host.port, 60, 1.0, results)) for _ in range(500)]
+            for _ in range(5):
+                samples.append(worker_rss_kib(host) - idle)
+                await asyncio.sleep(10)
+            await asyncio.wait(tasks, timeout=40)
+
+        asyncio.run(many())
+        time.sleep(6)  # the heap trim after a flood
+        settled = worker_rss_kib(host) - idle
+        host.stop()
+        statuses: dict = {}
+        for r in results:
+            statuses[r] = statuses.get(r, 0) + 1
+        growth = ", ".join(f"{s / 1024:.1f}" for s in samples)
+        rows.append(
+            f"- 500 connections at 1 byte/s, --body-min-rate {min_rate}: worker RSS growth at 0/10/20/30/40 s: "
+            f"**{growth} MiB** (target < 20 MB); {settled / 1024:.1f} MiB after; the clients got {statuses}"
+        )
+    # 500 clients reading a 1 MB response a byte per second.
+    host = Host([f"{ECHO}:application", "--no-static", "--workers", "1", "--access-log-format", "off"])
+    time.sleep(1)
+    idle = worker_rss_kib(host)
+    results = []
+    samples = []
+
+    async def readers() -> None:
+        tasks = [asyncio.create_task(slow_reader(host.port, results, 20)) for _ in range(500)]
+        for _ in range(3):
+            await asyncio.sleep(7)
+            samples.append(worker_rss_kib(host) - idle)
+        await asyncio.wait(tasks, timeout=30)
+
+    asyncio.run(readers())
+    host.stop()
+    rows.append(
+        f"- 500 clients reading a 1 MB response a byte per second: worker RSS growth at 7/14/21 s: "
+        + ", ".join(f"{s / 1024:.1f}" for s in samples)
+        + " MiB"
+    )
+    return ["### slow-bodies: memory per slow client (1 worker)", "", *rows, ""]
+
+
+def make_cert(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (openssl)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def truncate(rounds: int = 20) -> list[str]:
+    folder = Path(tempfile.mkdtemp(prefix="faults-truncate-"))
+    site = folder / "site"
+    site.mkdir()
+    big = site / "big.bin"
+    content = os.urandom(8 << 20)
+    cert, key = make_cert(folder)
+    common = ["--workers", "1", "--static-dir", str(site), "--mount", f"/app={RELEASE / 'libstatic_app.so'}:run"]
+    env = {"STATIC_APP_ROOT": str(site)}
+    plain = Host(common, env)
+    tls = Host([*common, "--certfile", str(cert), "--keyfile", str(key)], env)
+    transports = [("HTTP/1.1", plain, "http", "--http1.1"), ("h2c", plain, "http", "--http2-prior-knowledge"),
+                  ("HTTPS", tls, "https", "--http1.1"), ("h2 over TLS", tls, "https", "--http2")]
+    rows = []
+    for name, host, scheme, how in transports:
+        deaths_before = host.log().count(" died: ")
+        for path in ["/big.bin", "/app/big.bin"]:
+            for _ in range(rounds):
+                big.write_bytes(content)
+                url = f"{scheme}://localhost:{host.port}{path}"
+                curls = [
+                    subprocess.Popen(
+                        ["curl", "-s", "-o", "/dev/null", "--limit-rate", "4M", "--max-time", "20", "--cacert", str(cert),
+                         "--resolve", f"localhost:{host.port}:127.0.0.1", how, url])
+                    for _ in range(4)
+                ]
+                time.sleep(0.3)
+                with open(big, "r+b") as f:
+                    f.truncate(1000)
+                for c in curls:
+                    c.wait()
+        rows.append(f"- {name}: {rounds} rounds each of the static file and the app's file body, "
+                    f"**{host.log().count(' died: ') - deaths_before} worker deaths** (target 0)")
+    plain.stop()
+    tls.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+    return ["### truncate: an 8 MiB file cut short in place under 4 downloads at 4 MB/s (1 worker)", "", *rows, ""]
+
+
+def stuck_alarms(seconds: int = 180) -> list[str]:
+    host = Host([f"{ECHO}:application", "--no-static", "--workers", "2", "--timeout", "5s",
+                 "--admin-bind", f"127.0.0.1:{(admin := free_port())}"])
+    body = "x" * 1024
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(f'wrk.method = "POST"\nwrk.body = "{body}"\n')
+    # A route that moves between inline and the pool: mostly quick, now and
+    # then a 20 ms sleep.
+    mover = Client(host.port, "/mixed", keep_alive=True)
+    slow = Client(host.port, "/mixed?sleep=20", keep_alive=True, pause=0.5)
+    mover.start()
+    slow.start()
+    subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{host.port}/echo/x"],
+                   capture_output=True, check=False)
+    mover.stop()
+    slow.stop()
+    metrics = one_request_text(admin, "/metrics")
+    host.stop()
+    log = host.log()
+    stuck = log.count("is still inside the app")
+    retired = log.count(" retires: ")
+    counted = re.search(r"^host_stuck_calls_total (\d+)", metrics, re.M)
+    return [
+        f"### stuck-alarms: {seconds} s of wrk POSTing 1 KiB (-c64) with --timeout 5s, a route moving inline ↔ pool (2 workers)",
+        "",
+        f"- stuck-call reports in the log: **{stuck}**, retirements: **{retired}** (target 0 and 0); "
+        f"host_stuck_calls_total: {counted.group(1) if counted else '?'}",
+        "",
+    ]
+
+
+def one_request_text(port: int, path: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace")
+
+
+def quarantine() -> list[str]:
+    host = Host([f"{ECHO}:application", "--no-static", "--workers", "2", "--mount", f"/f={FAULTY}:segfault"])
+    clients = [Client(host.port, "/status/200", keep_alive=True) for _ in range(8)]
+    for c in clients:
+        c.start()
+    time.sleep(1)
+    answers = []
+    for n in range(1, 11):
+        answers.append(one_request(host.port, f"/f/{n}"))
+        time.sleep(1.5)
+    for c in clients:
+        c.stop()
+    host.stop()
+    records = sorted(r for c in clients for r in c.records)
+    ok_times = sorted(done for _, done, outcome in records if outcome == 200)
+    gaps = [b - a for a, b in zip(ok_times, ok_times[1:])]
+    deaths = host.log().count(" died: ")
+    return [
+        "### quarantine: 10 crashing requests on /f/1 … /f/10, 1.5 s apart, under 8 keep-alive clients (2 workers)",
+        "",
+        f"- answers: {answers}",
+        f"- worker deaths: **{deaths}** (target ≤ 3 = --quarantine-after), then 503s",
+        f"- longest time without a healthy answer: **{max(gaps) * 1e3:.0f} ms** (target < 500 ms)",
+        "",
+    ]
+
+
 SCENARIOS = {
     "crash": crash,
     "swap": swap,
     "slow-posts": slow_posts,
     "inline-stall": inline_stall,
     "memory": memory,
+    "slow-bodies": slow_bodies,
+    "truncate": truncate,
+    "stuck-alarms": stuck_alarms,
+    "quarantine": quarantine,
 }
 
 

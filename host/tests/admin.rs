@@ -188,3 +188,92 @@ fn a_bad_admin_address_is_refused_with_exit_2() {
         common::describe(&output)
     );
 }
+
+/// The sum of `host_requests_total` now.
+fn requests_total(admin_addr: SocketAddr) -> f64 {
+    total(&scrape_metrics(admin_addr), "host_requests_total", &[])
+}
+
+/// Polls until `host_requests_total` is `expected` (≤ 20 s); its last value.
+fn wait_for_total(admin_addr: SocketAddr, expected: f64) -> f64 {
+    let mut last = 0.0;
+    let reached = poll(Duration::from_secs(20), Duration::from_millis(100), || {
+        last = requests_total(admin_addr);
+        (last == expected).then_some(())
+    });
+    assert!(reached.is_some(), "host_requests_total is {last}, not {expected}");
+    last
+}
+
+/// `count` GETs of `/hello` on fresh connections, each answered 200.
+fn hellos(server: &common::server::Server, count: usize) {
+    for i in 0..count {
+        let answer = try_get(server.addr, "/hello", REQUEST_TIMEOUT);
+        assert!(matches!(answer, Ok((200, _))), "request {i}: {answer:?}");
+    }
+}
+
+#[test]
+fn request_counters_survive_recycled_swapped_and_crashed_workers() {
+    let _serial = one_at_a_time();
+    let admin_addr = free_addr();
+    let server = start(
+        &echo(),
+        &["--admin-bind", &admin_addr.to_string(), "--max-requests", "50"],
+    );
+    let first = worker_pids(server.pid());
+
+    // Every worker is replaced (at most 50 requests each): what each served
+    // is in the totals once it has exited, exactly.
+    const RECYCLED: usize = 400;
+    hellos(&server, RECYCLED);
+    let replaced = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+        let now = worker_pids(server.pid());
+        (now.len() == 2 && first.iter().all(|pid| !now.contains(pid))).then_some(())
+    });
+    assert!(replaced.is_some(), "the first workers still serve");
+    wait_for_total(admin_addr, RECYCLED as f64);
+    let logged = |server: &common::server::Server| lines_with(&server.log(), "\"GET /hello HTTP/1.1\" 200").len();
+    let logged_all = poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        (logged(&server) == RECYCLED).then_some(())
+    });
+    assert!(
+        logged_all.is_some(),
+        "{} access-log lines, not {RECYCLED}",
+        logged(&server)
+    );
+    let starts = total(&scrape_metrics(admin_addr), "host_worker_starts_total", &[]);
+    assert!(starts >= (RECYCLED / 50) as f64, "{starts} workers started");
+    // Per-worker gauges: one series per live worker, by slot, never by pid.
+    let scrape = scrape_metrics(admin_addr);
+    let slots: Vec<&String> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "host_connections")
+        .filter_map(|s| s.labels.get("slot").map(|_| &s.metric))
+        .collect();
+    assert!(slots.len() <= 4, "{} slots for 2 workers", slots.len());
+    assert!(
+        scrape.samples.iter().all(|s| s.labels.get("worker").is_none()),
+        "a series is labelled by pid"
+    );
+
+    // A swap: the old generation's last reports arrive as it exits.
+    hellos(&server, 20);
+    server.signal("HUP");
+    wait_for_count(&server, "generation 2 serving", 1, Duration::from_secs(20));
+    hellos(&server, 20);
+    wait_for_total(admin_addr, (RECYCLED + 40) as f64);
+
+    // A crash: counts only grow (the dead worker's last second may be lost).
+    let before = requests_total(admin_addr);
+    kill("KILL", worker_pids(server.pid())[0]);
+    let mut seen = before;
+    for _ in 0..20 {
+        let _ = try_get(server.addr, "/hello", REQUEST_TIMEOUT);
+        let now = requests_total(admin_addr);
+        assert!(now >= seen, "host_requests_total went back from {seen} to {now}");
+        seen = now;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

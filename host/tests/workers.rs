@@ -629,7 +629,7 @@ fn crashing_routes_are_quarantined_and_never_empty_the_server() {
             "{path}: the crash names its request:\n{log}"
         );
         assert!(
-            log.contains(&format!("quarantine: {path} crashed workers 3 times")),
+            log.contains(&format!("quarantine: requests to {path} crashed workers 3 times")),
             "{log}"
         );
     }
@@ -643,6 +643,40 @@ fn crashing_routes_are_quarantined_and_never_empty_the_server() {
         (worker_pids(master).len() == 2).then_some(())
     });
     assert!(workers.is_some(), "not two workers: {:?}", worker_pids(master));
+    assert!(alive(&mut server), "the master died:\n{log}");
+    server.stop();
+}
+
+#[test]
+fn a_crash_that_varies_its_path_quarantines_its_whole_mount() {
+    let _serial = one_at_a_time();
+    let crasher = format!("/f={}", app_spec(&plugin_lib("faulty"), "segfault"));
+    let mut server = start(&echo(), &["--mount", &crasher]);
+    let load = Load::start(server.addr, "/", 2, Duration::ZERO);
+    // Each crash on a path of its own: /f/1, /f/2, …
+    let mut statuses = Vec::new();
+    for n in 1..=10 {
+        let answer = try_get(server.addr, &format!("/f/{n}"), REQUEST_TIMEOUT);
+        statuses.push(answer.as_ref().map(|(status, _)| *status).unwrap_or(0));
+        if let Ok((503, body)) = &answer {
+            assert!(body.contains("--quarantine-after"), "/f/{n}: {body}");
+        }
+        thread::sleep(Duration::from_millis(1500));
+    }
+    let records = load.finish();
+    let log = server.log();
+    let deaths = lines_with(&log, "died: ").len();
+    println!("/f/1 … /f/10: {statuses:?}; {deaths} worker deaths");
+    assert_eq!(deaths, 3, "at most --quarantine-after (3) deaths:\n{log}");
+    assert_eq!(statuses[..3], [0, 0, 0], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 503), "then 503s: {statuses:?}");
+    assert!(
+        log.contains("quarantine: requests to every path of the app at /f crashed workers 3 times"),
+        "{log}"
+    );
+    // The healthy app and the site are untouched by the mount's quarantine.
+    assert!(records.iter().filter(|r| r.ok()).count() > 100);
+    assert!(matches!(try_get(server.addr, "/hello", REQUEST_TIMEOUT), Ok((200, _))));
     assert!(alive(&mut server), "the master died:\n{log}");
     server.stop();
 }

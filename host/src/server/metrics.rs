@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub static_cache_hits: u64,
     /// Static-site lookups that went to the disk.
     pub static_cache_misses: u64,
+    /// App calls found still inside the app past the request timeout.
+    pub stuck_calls: u64,
     /// Connections open now.
     pub connections: u64,
     /// App threads busy now, and requests waiting for one.
@@ -144,6 +146,38 @@ impl ServerMetrics {
     }
 }
 
+impl Snapshot {
+    /// Adds `other`'s counters to these (its gauges, a moment's values,
+    /// are not added): what the master keeps of a worker that exited.
+    pub fn add_counters(&mut self, other: &Snapshot) {
+        for (mount, classes) in &other.requests {
+            let at = match self.requests.iter().position(|(m, _)| m == mount) {
+                Some(at) => at,
+                None => {
+                    self.requests.push((mount.clone(), [0; 6]));
+                    self.requests.len() - 1
+                }
+            };
+            for (sum, count) in self.requests[at].1.iter_mut().zip(classes) {
+                *sum += count;
+            }
+        }
+        if self.latency.len() < other.latency.len() {
+            self.latency.resize(other.latency.len(), 0);
+        }
+        for (sum, count) in self.latency.iter_mut().zip(&other.latency) {
+            *sum += count;
+        }
+        self.latency_seconds += other.latency_seconds;
+        self.response_bytes += other.response_bytes;
+        self.inline_calls += other.inline_calls;
+        self.pool_calls += other.pool_calls;
+        self.static_cache_hits += other.static_cache_hits;
+        self.static_cache_misses += other.static_cache_misses;
+        self.stuck_calls += other.stuck_calls;
+    }
+}
+
 /// This process's resident set size, from `/proc/self/statm`.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -179,5 +213,26 @@ mod tests {
         assert_eq!(snapshot.latency[LATENCY_BUCKETS.len()], 1);
         assert_eq!(snapshot.response_bytes, 16);
         assert!(resident_bytes().is_some_and(|rss| rss > 0));
+    }
+
+    #[test]
+    fn counters_add_up_across_workers_and_gauges_do_not() {
+        let one = ServerMetrics::new(["/a"]);
+        one.observe("/a", 200, 3, Duration::from_micros(100));
+        let two = ServerMetrics::new(["/b"]);
+        two.observe("/b", 404, 4, Duration::from_secs(2));
+        two.observe(NO_MOUNT, 200, 1, Duration::from_micros(100));
+        let mut sum = Snapshot::default();
+        for metrics in [&one, &two] {
+            let mut snapshot = metrics.snapshot();
+            snapshot.connections = 7;
+            sum.add_counters(&snapshot);
+        }
+        let count = |mount: &str| sum.requests.iter().find(|(m, _)| m == mount).map(|(_, c)| *c);
+        assert_eq!(count("/a"), Some([0, 0, 1, 0, 0, 0]));
+        assert_eq!(count("/b"), Some([0, 0, 0, 0, 1, 0]));
+        assert_eq!(count(NO_MOUNT), Some([0, 0, 1, 0, 0, 0]));
+        assert_eq!(sum.latency.iter().sum::<u64>(), 3);
+        assert_eq!((sum.response_bytes, sum.connections), (8, 0));
     }
 }

@@ -135,6 +135,7 @@ impl ServerState {
             app_threads_busy: self.app_threads.busy() as u64,
             app_threads_queued: self.app_threads.queued() as u64,
             rss_bytes: metrics::resident_bytes().unwrap_or(0),
+            stuck_calls: stuck_calls::stuck_reports(),
             ..self.metrics.snapshot()
         }
     }

@@ -6,9 +6,14 @@
 //! - `GET /readyz`: 200 once a generation of workers serves, 503 while the
 //!   first one starts and once the server is stopping;
 //! - `GET /metrics`: Prometheus text, the master's own counters (worker
-//!   starts, exits, retirements, swaps, generation, quarantines) and the
-//!   sum of what each worker last reported (every second), with a `worker`
-//!   label.
+//!   starts, exits, retirements, swaps, generation, quarantines) and what
+//!   the workers report (every second, and once more as each exits).
+//!   Request counters are the sum over every worker that ever ran: an
+//!   exited worker's last report is folded into the totals, so a counter
+//!   never goes backwards (a crashed worker's last second is lost). They
+//!   are labelled by what an operator aggregates on (mount, status class),
+//!   never by pid. Gauges are per worker *slot*, a small number a later
+//!   worker reuses, so the set of series stays bounded under recycling.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -46,8 +51,23 @@ struct View {
     swaps_ok: u64,
     swaps_refused: u64,
     quarantined: u64,
-    /// The last snapshot of each running worker, by pid.
-    workers: BTreeMap<u32, Snapshot>,
+    /// Quarantines begun, of one path and of a whole mount.
+    quarantines: [u64; 2],
+    /// The counters of every worker that has exited, as it last reported
+    /// them: what it served is never lost from the totals.
+    exited: Snapshot,
+    /// Each running worker's slot and latest report, by pid.
+    workers: BTreeMap<u32, Live>,
+}
+
+/// A running worker, as `/metrics` sees it.
+#[derive(Debug, Default)]
+struct Live {
+    /// Its slot: a small number a later worker reuses once this one has
+    /// gone, so per-worker gauges keep a bounded set of series.
+    slot: usize,
+    /// What it last reported.
+    snapshot: Snapshot,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,15 +83,27 @@ impl AdminView {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// A worker process was started.
-    pub fn worker_started(&self) {
-        self.with(|v| v.worker_starts += 1);
+    /// Worker process `pid` was started in `slot`.
+    pub fn worker_started(&self, pid: u32, slot: usize) {
+        self.with(|v| {
+            v.worker_starts += 1;
+            v.workers.insert(
+                pid,
+                Live {
+                    slot,
+                    snapshot: Snapshot::default(),
+                },
+            );
+        });
     }
 
-    /// Worker `pid` exited, cleanly (drained, retired) or not.
+    /// Worker `pid` exited, cleanly (drained, retired) or not: what it last
+    /// reported joins the totals.
     pub fn worker_exited(&self, pid: u32, clean: bool) {
         self.with(|v| {
-            v.workers.remove(&pid);
+            if let Some(live) = v.workers.remove(&pid) {
+                v.exited.add_counters(&live.snapshot);
+            }
             if clean {
                 v.clean_exits += 1;
             } else {
@@ -88,7 +120,9 @@ impl AdminView {
     /// Worker `pid`'s latest figures.
     pub fn worker_reported(&self, pid: u32, snapshot: Snapshot) {
         self.with(|v| {
-            v.workers.insert(pid, snapshot);
+            if let Some(live) = v.workers.get_mut(&pid) {
+                live.snapshot = snapshot;
+            }
         });
     }
 
@@ -111,15 +145,17 @@ impl AdminView {
         });
     }
 
-    /// A route's quarantine began (`true`) or ended.
-    pub fn quarantine(&self, began: bool) {
+    /// A quarantine began (of a whole mount, or of one path).
+    pub fn quarantine_began(&self, whole_mount: bool) {
         self.with(|v| {
-            v.quarantined = if began {
-                v.quarantined + 1
-            } else {
-                v.quarantined.saturating_sub(1)
-            }
+            v.quarantined += 1;
+            v.quarantines[usize::from(whole_mount)] += 1;
         });
+    }
+
+    /// A quarantine ended.
+    pub fn quarantine_ended(&self) {
+        self.with(|v| v.quarantined = v.quarantined.saturating_sub(1));
     }
 }
 
@@ -191,6 +227,9 @@ fn respond<B>(request: &Request<B>, view: &Arc<AdminView>) -> Response<Body> {
         ),
     }
 }
+
+/// A per-worker gauge: its name, help, and how to read it off a report.
+type Gauge = (&'static str, &'static str, fn(&Snapshot) -> u64);
 
 /// Encodes the view on each scrape.
 #[derive(Debug)]
@@ -284,7 +323,7 @@ impl Collector for Collect {
         family(
             e,
             "host_quarantined_routes",
-            "Routes answered 503 for crashing workers.",
+            "Quarantines in force (of a path, or of a whole mount): answered 503 for crashing workers.",
             MetricType::Gauge,
             gauge(view.quarantined as i64),
         )?;
@@ -296,121 +335,121 @@ impl Collector for Collect {
             gauge(i64::from(view.phase == Phase::Ready)),
         )?;
 
-        let worker = |pid: &u32| ("worker".to_owned(), pid.to_string());
-        let per_worker = |f: fn(&Snapshot) -> u64| {
-            view.workers
-                .iter()
-                .map(move |(pid, s)| (vec![worker(pid)], ConstGauge::new(f(s) as i64)))
-                .collect::<Vec<_>>()
-        };
+        family(
+            e,
+            "host_quarantines",
+            "Quarantines begun, of one path or of a whole mount.",
+            MetricType::Counter,
+            [("path", view.quarantines[0]), ("mount", view.quarantines[1])]
+                .map(|(scope, n)| (vec![("scope".to_owned(), scope.to_owned())], ConstCounter::new(n))),
+        )?;
+
+        // Counters: every worker that has exited, plus each running one.
+        let mut sum = view.exited.clone();
+        for live in view.workers.values() {
+            sum.add_counters(&live.snapshot);
+        }
         let mut requests = Vec::new();
-        for (pid, snapshot) in &view.workers {
-            for (mount, classes) in &snapshot.requests {
-                for (class, count) in classes.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    let status = if class == 0 {
-                        "none".to_owned()
-                    } else {
-                        format!("{class}xx")
-                    };
-                    let labels = vec![
-                        worker(pid),
-                        ("mount".to_owned(), mount.clone()),
-                        ("status".to_owned(), status),
-                    ];
-                    requests.push((labels, ConstCounter::new(*count)));
-                }
+        for (mount, classes) in &sum.requests {
+            for (class, count) in classes.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let status = if class == 0 {
+                    "none".to_owned()
+                } else {
+                    format!("{class}xx")
+                };
+                let labels = vec![("mount".to_owned(), mount.clone()), ("status".to_owned(), status)];
+                requests.push((labels, ConstCounter::new(*count)));
             }
         }
         family(
             e,
             "host_requests",
-            "Requests served, by worker, mount (empty: no app) and status class.",
+            "Requests served, by mount (empty: no app) and status class (none: the connection was cut first).",
             MetricType::Counter,
             requests,
         )?;
-        let mut latency = e.encode_descriptor(
+        let latency = e.encode_descriptor(
             "host_request_duration_seconds",
             "Time from a request's arrival to the end of its response.",
             None,
             MetricType::Histogram,
         )?;
-        for (pid, snapshot) in &view.workers {
-            Latency(snapshot).encode(latency.encode_family(&vec![worker(pid)])?)?;
-        }
+        Latency(&sum).encode(latency)?;
         family(
             e,
             "host_response_bytes",
             "Response body bytes sent.",
             MetricType::Counter,
-            view.workers
-                .iter()
-                .map(|(pid, s)| (vec![worker(pid)], ConstCounter::new(s.response_bytes))),
+            counter(sum.response_bytes),
         )?;
         family(
             e,
-            "host_requests_in_flight",
-            "Requests begun and not yet answered.",
-            MetricType::Gauge,
-            per_worker(|s| s.in_flight),
+            "host_stuck_calls",
+            "App calls found still inside the app past --timeout.",
+            MetricType::Counter,
+            counter(sum.stuck_calls),
         )?;
-        let per_worker_pair = |f: fn(&Snapshot) -> [(&'static str, u64); 2], label: &'static str| {
-            view.workers
-                .iter()
-                .flat_map(move |(pid, s)| {
-                    f(s).map(|(value, n)| {
-                        (
-                            vec![worker(pid), (label.to_owned(), value.to_owned())],
-                            ConstCounter::new(n),
-                        )
-                    })
-                })
-                .collect::<Vec<_>>()
+        let pair = |label: &str, values: [(&str, u64); 2]| {
+            values.map(|(value, n)| (vec![(label.to_owned(), value.to_owned())], ConstCounter::new(n)))
         };
         family(
             e,
             "host_app_calls",
             "App calls, by where they ran (inline: on a runtime thread; pool: on an app thread).",
             MetricType::Counter,
-            per_worker_pair(|s| [("inline", s.inline_calls), ("pool", s.pool_calls)], "site"),
+            pair("site", [("inline", sum.inline_calls), ("pool", sum.pool_calls)]),
         )?;
         family(
             e,
             "host_static_cache_lookups",
             "Static-site lookups, by whether the cache answered them.",
             MetricType::Counter,
-            per_worker_pair(
-                |s| [("hit", s.static_cache_hits), ("miss", s.static_cache_misses)],
+            pair(
                 "result",
+                [("hit", sum.static_cache_hits), ("miss", sum.static_cache_misses)],
             ),
         )?;
-        family(
-            e,
-            "host_connections",
-            "Connections open.",
-            MetricType::Gauge,
-            per_worker(|s| s.connections),
-        )?;
-        family(
-            e,
-            "host_app_threads_busy",
-            "App threads running a call.",
-            MetricType::Gauge,
-            per_worker(|s| s.app_threads_busy),
-        )?;
-        family(
-            e,
-            "host_app_threads_queued",
-            "Requests waiting for an app thread.",
-            MetricType::Gauge,
-            per_worker(|s| s.app_threads_queued),
-        )?;
-        family(
-            e,
-            "host_worker_resident_memory_bytes",
-            "Resident memory of each worker.",
-            MetricType::Gauge,
-            per_worker(|s| s.rss_bytes),
-        )?;
+
+        // Gauges: each running worker's, by slot.
+        let per_slot = |f: fn(&Snapshot) -> u64| {
+            view.workers
+                .values()
+                .map(move |live| {
+                    (
+                        vec![("slot".to_owned(), live.slot.to_string())],
+                        ConstGauge::new(f(&live.snapshot) as i64),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let gauges: [Gauge; 5] = [
+            (
+                "host_requests_in_flight",
+                "Requests begun and not yet answered, per worker slot.",
+                |s| s.in_flight,
+            ),
+            ("host_connections", "Connections open, per worker slot.", |s| {
+                s.connections
+            }),
+            (
+                "host_app_threads_busy",
+                "App threads running a call, per worker slot.",
+                |s| s.app_threads_busy,
+            ),
+            (
+                "host_app_threads_queued",
+                "Requests waiting for an app thread, per worker slot.",
+                |s| s.app_threads_queued,
+            ),
+            (
+                "host_worker_resident_memory_bytes",
+                "Resident memory, per worker slot.",
+                |s| s.rss_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(e, name, help, MetricType::Gauge, per_slot(value))?;
+        }
         Ok(())
     }
 }

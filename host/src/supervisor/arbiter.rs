@@ -22,7 +22,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::notify::MasterMessage;
-use super::quarantine::{Quarantine, QuarantinePolicy, Route};
+use super::quarantine::{Quarantine, QuarantinePolicy};
 use crate::error::Failure;
 
 /// Crashes remembered for back-off and crash-loop reports.
@@ -114,20 +114,23 @@ impl fmt::Display for Exit {
 pub struct InflightRequest {
     /// The request method.
     pub method: String,
-    /// Its route.
-    pub route: Route,
+    /// The mount prefix (`/` for the app at the root).
+    pub mount: String,
+    /// `PATH_INFO`.
+    pub path: String,
     /// How long it had been inside the app.
     pub running_for: Duration,
 }
 
 impl fmt::Display for InflightRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let script_name = crate::server::router::script_name(&self.mount);
         write!(
             f,
-            "{} {} (mount {}, {:.0} ms in the app)",
+            "{} {script_name}{} (mount {}, {:.0} ms in the app)",
             self.method,
-            self.route,
-            self.route.mount,
+            self.path,
+            self.mount,
             self.running_for.as_secs_f64() * 1e3
         )
     }
@@ -399,12 +402,12 @@ impl Arbiter {
         );
         actions.push(Action::Spawn(worker, generation));
         // A new worker learns the quarantines in force.
-        for (route, until) in self.quarantine.active() {
+        for (scope, until) in self.quarantine.active() {
             let left = until.saturating_duration_since(now);
             actions.push(Action::Tell(
                 worker,
                 MasterMessage::Quarantine {
-                    route: route.clone(),
+                    scope: scope.clone(),
                     for_ms: left.as_millis() as u64,
                 },
             ));
@@ -606,16 +609,22 @@ impl Arbiter {
             );
         }
         let Some(request) = culprit else { return };
-        if let Some((until, count)) = self.quarantine.record_crash(&request.route, now) {
-            let cool_off = until.saturating_duration_since(now);
+        if let Some(began) = self.quarantine.record_crash(&request.mount, &request.path, now) {
+            let cool_off = began.until.saturating_duration_since(now);
+            let paths = if began.scope.path.is_some() {
+                ""
+            } else {
+                " (on several paths)"
+            };
             log::error!(
-                "quarantine: {} crashed workers {count} times in {}s; answering it 503 for {}s without calling the app",
-                request.route,
+                "quarantine: requests to {} crashed workers {} times in {}s{paths}; answering them 503 for {}s without calling the app (option --quarantine-after)",
+                began.scope,
+                began.crashes,
                 self.policy.quarantine.window.as_secs(),
                 cool_off.as_secs()
             );
             actions.push(Action::TellAll(MasterMessage::Quarantine {
-                route: request.route.clone(),
+                scope: began.scope,
                 for_ms: cool_off.as_millis() as u64,
             }));
         }
@@ -687,9 +696,9 @@ impl Arbiter {
             }
             return;
         }
-        for route in self.quarantine.expire(now) {
-            log::info!("quarantine of {route} is over: calling the app again");
-            actions.push(Action::TellAll(MasterMessage::Release { route }));
+        for scope in self.quarantine.expire(now) {
+            log::info!("quarantine of {scope} is over: calling the app again");
+            actions.push(Action::TellAll(MasterMessage::Release { scope }));
         }
         if self.pending.as_ref().is_some_and(|p| now >= p.deadline) {
             let why = format!(

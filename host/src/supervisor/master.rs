@@ -23,7 +23,7 @@ use super::arbiter::{Action, Arbiter, Death, Event, Exit, InflightRequest, Polic
 use super::notify::{self, reloading_message, sd_notify, MasterMessage, WorkerMessage};
 use super::probe;
 use super::process::{send_signal, spawn_worker, Spawned};
-use super::quarantine::{QuarantinePolicy, Route};
+use super::quarantine::QuarantinePolicy;
 use super::staging::{Stage, StageError};
 use crate::app_spec::LibraryRef;
 use crate::config::{BindAddr, Options};
@@ -38,6 +38,9 @@ use crate::signals::{Event as Signal, Signals};
 /// Slots of a worker's in-flight board: one per thread that may be inside
 /// an app at once.
 const BOARD_SLOTS: u32 = 1024;
+
+/// How long after a worker's exit its last messages may still arrive.
+const LAST_MESSAGES: Duration = Duration::from_secs(1);
 
 /// Runs the master until SIGINT/SIGTERM (graceful) or SIGQUIT (immediate).
 pub fn run(options: Options) -> Result<(), Failure> {
@@ -65,6 +68,8 @@ enum Incoming {
 /// A running worker process.
 struct Process {
     pid: u32,
+    /// Its slot in `/metrics` (see [`super::admin`]).
+    slot: usize,
     to_worker: std::os::unix::net::UnixStream,
     board: Board,
 }
@@ -259,8 +264,10 @@ impl Master {
                 }
             }
             Action::TellAll(message) => {
-                self.admin
-                    .quarantine(matches!(message, MasterMessage::Quarantine { .. }));
+                match &message {
+                    MasterMessage::Quarantine { scope, .. } => self.admin.quarantine_began(scope.path.is_none()),
+                    MasterMessage::Release { .. } => self.admin.quarantine_ended(),
+                }
                 for process in self.processes.values() {
                     tell(process, &message);
                 }
@@ -329,23 +336,49 @@ impl Master {
         let Some(pid) = child.id() else {
             return Event::SpawnFailed(worker, "it exited at once".to_owned());
         };
-        self.admin.worker_started();
+        let slot = (0..)
+            .find(|slot| self.processes.values().all(|p| p.slot != *slot))
+            .unwrap_or_default();
+        self.admin.worker_started(pid, slot);
         let incoming = self.incoming_tx.clone();
         tokio::spawn(async move {
+            // Every message the worker sent, its last report included,
+            // comes before the news of its exit.
             let mut lines = tokio::io::BufReader::new(from_worker).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(message) = notify::parse::<WorkerMessage>(&line) {
-                    let _ = incoming.send(Incoming::Message(worker, message));
+            let read_all = async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(message) = notify::parse::<WorkerMessage>(&line) {
+                        let _ = incoming.send(Incoming::Message(worker, message));
+                    }
                 }
+            };
+            tokio::pin!(read_all);
+            let mut all_read = false;
+            let status = tokio::select! {
+                status = child.wait() => status,
+                () = &mut read_all => {
+                    all_read = true;
+                    child.wait().await
+                }
+            };
+            if !all_read {
+                // The socket ends with the process, unless a child the app
+                // forked holds it: then not waiting long.
+                let _ = tokio::time::timeout(LAST_MESSAGES, read_all).await;
             }
-        });
-        let incoming = self.incoming_tx.clone();
-        tokio::spawn(async move {
-            if let Ok(status) = child.wait().await {
+            if let Ok(status) = status {
                 let _ = incoming.send(Incoming::Exited(worker, status));
             }
         });
-        self.processes.insert(worker, Process { pid, to_worker, board });
+        self.processes.insert(
+            worker,
+            Process {
+                pid,
+                slot,
+                to_worker,
+                board,
+            },
+        );
         Event::Spawned(worker, pid)
     }
 }
@@ -407,10 +440,8 @@ fn death(status: ExitStatus, snapshot: inflight::Snapshot) -> Death {
             .into_iter()
             .map(|r| InflightRequest {
                 method: r.method,
-                route: Route {
-                    mount: r.mount,
-                    path: r.path,
-                },
+                mount: r.mount,
+                path: r.path,
                 running_for: r.running_for,
             })
             .collect(),

@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 
 use serde::{Deserialize, Serialize};
 
-use super::quarantine::Route;
+use super::quarantine::Scope;
 use crate::server::metrics::Snapshot;
 
 /// A worker's message to its master.
@@ -29,17 +29,18 @@ pub enum WorkerMessage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MasterMessage {
-    /// Answer `route` with 503 for `for_ms` milliseconds, without calling the app.
+    /// Answer requests in `scope` with 503 for `for_ms` milliseconds,
+    /// without calling the app.
     Quarantine {
-        /// The route.
-        route: Route,
+        /// What is quarantined.
+        scope: Scope,
         /// How long from now.
         for_ms: u64,
     },
-    /// `route`'s quarantine is over.
+    /// `scope`'s quarantine is over.
     Release {
-        /// The route.
-        route: Route,
+        /// What was quarantined.
+        scope: Scope,
     },
 }
 
@@ -125,9 +126,9 @@ mod tests {
             assert_eq!(parse::<WorkerMessage>(&line(&message)), Some(message));
         }
         let quarantine = MasterMessage::Quarantine {
-            route: Route {
+            scope: Scope {
                 mount: "/".into(),
-                path: "/a b\n\"c".into(),
+                path: Some("/a b\n\"c".into()),
             },
             for_ms: 30_000,
         };

@@ -1,13 +1,16 @@
-//! Quarantine: a route (mount and path) whose requests crashed workers
-//! `after` times within `window` is answered 503 by the workers, without
-//! calling the app, for `cool_off`. One client repeating a crashing request
-//! then costs a worker three times, not forever. The master keeps the
+//! Quarantine: a path of a mount whose requests crashed workers `after`
+//! times within `window` is answered 503 by the workers, without calling
+//! the app, for `cool_off`. One client repeating a crashing request then
+//! costs a worker `after` times, not forever. A client that varies the path
+//! (`/f/1`, `/f/2`, …) cannot walk around it: `after` crashes within the
+//! window on two or more paths of one mount quarantine the whole mount
+//! (the static site and other mounts are unaffected). The master keeps the
 //! counts (it sees the crashes); workers only hold the list it sends them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-pub use crate::server::quarantined::Route;
+pub use crate::server::quarantined::Scope;
 
 /// When routes are quarantined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,12 +23,24 @@ pub struct QuarantinePolicy {
     pub cool_off: Duration,
 }
 
-/// Crash counts per route and the routes in quarantine.
+/// A quarantine that a crash began.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Began {
+    /// What it covers.
+    pub scope: Scope,
+    /// When it ends.
+    pub until: Instant,
+    /// The crashes within the window that began it.
+    pub crashes: usize,
+}
+
+/// Crash counts per path and per mount, and the scopes in quarantine.
 #[derive(Debug)]
 pub struct Quarantine {
     policy: QuarantinePolicy,
-    crashes: HashMap<Route, VecDeque<Instant>>,
-    active: BTreeMap<Route, Instant>,
+    /// Recent crashes per mount: when, and on which path.
+    crashes: HashMap<String, VecDeque<(Instant, String)>>,
+    active: BTreeMap<Scope, Instant>,
 }
 
 impl Quarantine {
@@ -38,54 +53,75 @@ impl Quarantine {
         }
     }
 
-    /// Counts a crash of `route` at `now`; `Some(until)` if it starts a
-    /// quarantine, with the crash count.
-    pub fn record_crash(&mut self, route: &Route, now: Instant) -> Option<(Instant, usize)> {
+    /// Counts a crash in a request to `mount` + `path` at `now`; the
+    /// quarantine it begins, if any: of the path, when `after` crashes in
+    /// the window fell on it; else of the whole mount, when they fell on
+    /// several of its paths.
+    pub fn record_crash(&mut self, mount: &str, path: &str, now: Instant) -> Option<Began> {
         if self.policy.after == 0 {
             return None;
         }
         let window = self.policy.window;
-        let times = self.crashes.entry(route.clone()).or_default();
-        while times
+        let recent = self.crashes.entry(mount.to_owned()).or_default();
+        while recent
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > window)
         {
-            times.pop_front();
+            recent.pop_front();
         }
-        times.push_back(now);
-        let count = times.len();
-        if count < self.policy.after as usize || self.active.contains_key(route) {
+        recent.push_back((now, path.to_owned()));
+        let after = self.policy.after as usize;
+        let on_path = recent.iter().filter(|(_, p)| p == path).count();
+        let scope = if on_path >= after {
+            Scope {
+                mount: mount.to_owned(),
+                path: Some(path.to_owned()),
+            }
+        } else if recent.len() >= after {
+            Scope {
+                mount: mount.to_owned(),
+                path: None,
+            }
+        } else {
+            return None;
+        };
+        let whole = Scope {
+            mount: mount.to_owned(),
+            path: None,
+        };
+        if self.active.contains_key(&scope) || self.active.contains_key(&whole) {
             return None;
         }
+        let crashes = if scope.path.is_some() { on_path } else { recent.len() };
         let until = now + self.policy.cool_off;
-        self.active.insert(route.clone(), until);
-        Some((until, count))
+        self.active.insert(scope.clone(), until);
+        Some(Began { scope, until, crashes })
     }
 
     /// The quarantines over at `now`, removed.
-    pub fn expire(&mut self, now: Instant) -> Vec<Route> {
-        let over: Vec<Route> = self
+    pub fn expire(&mut self, now: Instant) -> Vec<Scope> {
+        let over: Vec<Scope> = self
             .active
             .iter()
             .filter(|(_, until)| **until <= now)
-            .map(|(route, _)| route.clone())
+            .map(|(scope, _)| scope.clone())
             .collect();
-        for route in &over {
-            self.active.remove(route);
+        for scope in &over {
+            self.active.remove(scope);
         }
         // Old counts go too, so the map stays as small as the recent crashes.
         let window = self.policy.window;
-        self.crashes.retain(|_, times| {
-            times
+        self.crashes.retain(|_, recent| {
+            recent
                 .back()
-                .is_some_and(|t| now.saturating_duration_since(*t) <= window)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) <= window)
         });
         over
     }
 
-    /// The routes in quarantine and until when.
-    pub fn active(&self) -> impl Iterator<Item = (&Route, Instant)> {
-        self.active.iter().map(|(route, until)| (route, *until))
+    /// The scopes in quarantine and until when.
+    pub fn active(&self) -> impl Iterator<Item = (&Scope, Instant)> {
+        self.active.iter().map(|(scope, until)| (scope, *until))
     }
 
     /// When the next quarantine ends.
@@ -98,13 +134,6 @@ impl Quarantine {
 mod tests {
     use super::*;
 
-    fn route(path: &str) -> Route {
-        Route {
-            mount: "/".to_owned(),
-            path: path.to_owned(),
-        }
-    }
-
     fn policy(after: u32) -> QuarantinePolicy {
         QuarantinePolicy {
             after,
@@ -113,31 +142,67 @@ mod tests {
         }
     }
 
+    fn path(mount: &str, path: &str) -> Scope {
+        Scope {
+            mount: mount.to_owned(),
+            path: Some(path.to_owned()),
+        }
+    }
+
     #[test]
-    fn the_third_crash_in_the_window_starts_a_quarantine_that_ends() {
+    fn the_third_crash_on_a_path_quarantines_the_path_until_it_ends() {
         let t0 = Instant::now();
         let mut q = Quarantine::new(policy(3));
-        assert_eq!(q.record_crash(&route("/a"), t0), None);
-        assert_eq!(q.record_crash(&route("/b"), t0), None);
-        assert_eq!(q.record_crash(&route("/a"), t0 + Duration::from_secs(1)), None);
-        let (until, count) = q.record_crash(&route("/a"), t0 + Duration::from_secs(2)).unwrap();
-        assert_eq!((until, count), (t0 + Duration::from_secs(32), 3));
-        assert_eq!(q.next_expiry(), Some(until));
+        assert_eq!(q.record_crash("/", "/a", t0), None);
+        assert_eq!(q.record_crash("/x", "/b", t0), None);
+        assert_eq!(q.record_crash("/", "/a", t0 + Duration::from_secs(1)), None);
+        let began = q.record_crash("/", "/a", t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            began,
+            Began {
+                scope: path("/", "/a"),
+                until: t0 + Duration::from_secs(32),
+                crashes: 3
+            }
+        );
+        assert_eq!(q.next_expiry(), Some(began.until));
         assert!(q.expire(t0 + Duration::from_secs(31)).is_empty());
-        assert_eq!(q.expire(until), vec![route("/a")]);
+        assert_eq!(q.expire(began.until), vec![path("/", "/a")]);
         assert_eq!(q.active().count(), 0);
+    }
+
+    #[test]
+    fn crashes_that_wander_from_path_to_path_quarantine_the_mount() {
+        let t0 = Instant::now();
+        let mut q = Quarantine::new(policy(3));
+        assert_eq!(q.record_crash("/f", "/1", t0), None);
+        assert_eq!(q.record_crash("/f", "/2", t0 + Duration::from_secs(1)), None);
+        let began = q.record_crash("/f", "/3", t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            began.scope,
+            Scope {
+                mount: "/f".into(),
+                path: None
+            }
+        );
+        assert_eq!(began.crashes, 3);
+        // Nothing more begins while the mount is quarantined.
+        assert_eq!(q.record_crash("/f", "/4", t0 + Duration::from_secs(3)), None);
+        assert_eq!(q.record_crash("/f", "/4", t0 + Duration::from_secs(3)), None);
+        // Another mount counts on its own.
+        assert_eq!(q.record_crash("/g", "/1", t0), None);
     }
 
     #[test]
     fn crashes_outside_the_window_do_not_count_and_zero_turns_it_off() {
         let t0 = Instant::now();
         let mut q = Quarantine::new(policy(2));
-        q.record_crash(&route("/a"), t0);
-        assert_eq!(q.record_crash(&route("/a"), t0 + Duration::from_secs(61)), None);
-        assert!(q.record_crash(&route("/a"), t0 + Duration::from_secs(62)).is_some());
+        q.record_crash("/", "/a", t0);
+        assert_eq!(q.record_crash("/", "/b", t0 + Duration::from_secs(61)), None);
+        assert!(q.record_crash("/", "/a", t0 + Duration::from_secs(62)).is_some());
         let mut off = Quarantine::new(policy(0));
         for i in 0..10 {
-            assert_eq!(off.record_crash(&route("/a"), t0 + Duration::from_millis(i)), None);
+            assert_eq!(off.record_crash("/", "/a", t0 + Duration::from_millis(i)), None);
         }
     }
 }

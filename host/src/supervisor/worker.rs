@@ -82,12 +82,18 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
         if options.max_worker_memory.0 > 0 {
             tokio::spawn(recycling::watch_memory(options.max_worker_memory.0, retire));
         }
-        if options.admin_bind.is_some() {
+        let reporting = options.admin_bind.is_some();
+        if reporting {
             tokio::spawn(report_metrics(link.clone(), state.clone()));
         }
         link.send(WorkerMessage::Ready);
         log::info!("worker pid {} ready", std::process::id());
-        server::serve(listeners, state, stop_rx).await;
+        server::serve(listeners, state.clone(), stop_rx).await;
+        if reporting {
+            // The last report: everything this worker served is counted
+            // before it exits (the master reads it before the exit).
+            link.send(WorkerMessage::Metrics(Box::new(state.snapshot())));
+        }
         Ok(if retired.load(Ordering::SeqCst) {
             EXIT_RETIRED as u8
         } else {
@@ -119,10 +125,10 @@ async fn follow_master(reader: std::os::unix::net::UnixStream, quarantined: Arc<
     let mut lines = tokio::io::BufReader::new(reader).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         match notify::parse::<MasterMessage>(&line) {
-            Some(MasterMessage::Quarantine { route, for_ms }) => {
-                quarantined.add(route, Instant::now() + Duration::from_millis(for_ms));
+            Some(MasterMessage::Quarantine { scope, for_ms }) => {
+                quarantined.add(scope, Instant::now() + Duration::from_millis(for_ms));
             }
-            Some(MasterMessage::Release { route }) => quarantined.remove(&route),
+            Some(MasterMessage::Release { scope }) => quarantined.remove(&scope),
             None => log::warn!("unreadable message from the master: {line:?}"),
         }
     }

@@ -105,18 +105,14 @@ fn crash_in(path: &str) -> Death {
         inflight: vec![
             InflightRequest {
                 method: "GET".into(),
-                route: Route {
-                    mount: "/".into(),
-                    path: "/healthy".into(),
-                },
+                mount: "/".into(),
+                path: "/healthy".into(),
                 running_for: Duration::from_millis(1),
             },
             InflightRequest {
                 method: "GET".into(),
-                route: Route {
-                    mount: "/".into(),
-                    path: path.into(),
-                },
+                mount: "/".into(),
+                path: path.into(),
                 running_for: Duration::from_millis(2),
             },
         ],
@@ -261,7 +257,7 @@ fn a_route_that_crashes_workers_three_times_is_quarantined_then_released() {
     let mut alive = workers.clone();
     let quarantine = |actions: &[Action]| {
         actions.iter().find_map(|a| match a {
-            Action::TellAll(MasterMessage::Quarantine { route, for_ms }) => Some((route.clone(), *for_ms)),
+            Action::TellAll(MasterMessage::Quarantine { scope, for_ms }) => Some((scope.clone(), *for_ms)),
             _ => None,
         })
     };
@@ -271,9 +267,13 @@ fn a_route_that_crashes_workers_three_times_is_quarantined_then_released() {
         h.send(Event::Ready(replacement));
         alive[0] = replacement;
         match quarantine(&actions) {
-            Some((route, for_ms)) => {
+            Some((scope, for_ms)) => {
                 assert_eq!(round, 3);
-                assert_eq!(route.path, "/segv", "the culprit, not the other request in flight");
+                assert_eq!(
+                    scope.path.as_deref(),
+                    Some("/segv"),
+                    "the culprit, not the other request in flight"
+                );
                 assert_eq!(for_ms, 30_000);
             }
             None => assert!(round < 3, "no quarantine after 3 crashes: {actions:?}"),
@@ -285,14 +285,14 @@ fn a_route_that_crashes_workers_three_times_is_quarantined_then_released() {
     assert!(
         actions
             .iter()
-            .any(|a| matches!(a, Action::Tell(_, MasterMessage::Quarantine { route, .. }) if route.path == "/segv")),
+            .any(|a| matches!(a, Action::Tell(_, MasterMessage::Quarantine { scope, .. }) if scope.path.as_deref() == Some("/segv"))),
         "{actions:?}"
     );
     let release = h.advance(Duration::from_secs(29));
     assert!(
-        release
-            .iter()
-            .any(|a| matches!(a, Action::TellAll(MasterMessage::Release { route }) if route.path == "/segv")),
+        release.iter().any(
+            |a| matches!(a, Action::TellAll(MasterMessage::Release { scope }) if scope.path.as_deref() == Some("/segv"))
+        ),
         "{release:?}"
     );
 }
