@@ -1,5 +1,7 @@
 # The two front-door commands (see README.md):
-#   make run    build everything, then serve the demo site with the ctime app
+#   make run    build everything, then serve the demo site with the seeds' apps
+#               (demo.toml: ctime, hello and mini_frame where html/index.html
+#               links them)
 #   make test   build everything (without LTO), then run every test
 CARGO ?= cargo
 HOST := ./target/release/host
@@ -18,7 +20,7 @@ build:
 	@echo "built: $(HOST) and" plugins/lib*.so
 
 run: build
-	$(HOST) ./plugins/libctime.so:application
+	$(HOST) --config demo.toml
 
 # The tests build with the test-release profile (release without LTO, see
 # Cargo.toml): the host and plugins they run are in target/test-release.

@@ -31,12 +31,14 @@ pub fn resolve(parsed: &Options, matches: &ArgMatches) -> Result<Options, String
     if let Some(path) = &parsed.config {
         from_file = read_table(path)?;
         merge(&mut merged, from_file.clone());
-        // Checked alone first, so an error names the file.
-        Options::deserialize(Value::Table(merged.clone())).map_err(|e| invalid(path, &e))?;
     }
     merge(&mut merged, explicit);
-    let mut options =
-        Options::deserialize(Value::Table(merged)).map_err(|e| format!("invalid options: {}", e.message()))?;
+    // What the user typed was parsed by clap already: an error here is the
+    // config file's, and names it.
+    let mut options = Options::deserialize(Value::Table(merged)).map_err(|e| match &parsed.config {
+        Some(path) => invalid(path, &e),
+        None => format!("invalid options: {}", e.message()),
+    })?;
     options.config.clone_from(&parsed.config);
     options.print_config = parsed.print_config;
 

@@ -1,7 +1,9 @@
 //! Which handler a request goes to: the seeds' rule (a GET or HEAD naming a
-//! file under the static folder is served from disk, the rest goes to the
-//! app mounted at a matching suffix pattern such as `*.py`, else at the
-//! longest matching prefix, else the 404 page).
+//! file under the static folder is served from disk), then the most
+//! specific app: one mounted at exactly the request's path, else one at a
+//! matching suffix pattern such as `*.py`, else at the longest matching
+//! prefix (nginx orders its `location = /x`, regex and prefix locations
+//! the same way); else the 404 page.
 
 use std::sync::Arc;
 
@@ -48,10 +50,10 @@ pub enum Route<'r> {
 }
 
 impl Router {
-    /// A router; suffix patterns are tried first (longest first), then
-    /// prefixes, longest first.
+    /// A router; a prefix naming the whole path wins, then suffix patterns
+    /// are tried (longest first), then prefixes, longest first.
     pub fn new(mut mounts: Vec<MountedApp>, site: Option<StaticSite>) -> Self {
-        mounts.sort_by_key(|m| (!m.prefix.starts_with('*'), std::cmp::Reverse(m.prefix.len())));
+        sort_mounts(&mut mounts, |m| &m.prefix);
         Router { mounts, site }
     }
 
@@ -70,13 +72,11 @@ impl Router {
                 Lookup::Missing => {}
             }
         }
-        for mount in &self.mounts {
-            if let Some(path_info) = strip_mount(&mount.prefix, path) {
-                return Route::App {
-                    mount,
-                    path_info: path_info.to_owned(),
-                };
-            }
+        if let Some((mount, path_info)) = choose(&self.mounts, |m| &m.prefix, path) {
+            return Route::App {
+                mount,
+                path_info: path_info.to_owned(),
+            };
         }
         let on_site = |site: &StaticSite| !matches!(site.lookup(path), Lookup::Missing);
         if !readable && self.site.as_ref().is_some_and(on_site) {
@@ -84,6 +84,22 @@ impl Router {
         }
         Route::NotFound
     }
+}
+
+/// Suffix patterns first (longest first), then prefixes, longest first.
+fn sort_mounts<T>(mounts: &mut [T], prefix: impl Fn(&T) -> &str) {
+    mounts.sort_by_key(|m| (!prefix(m).starts_with('*'), std::cmp::Reverse(prefix(m).len())));
+}
+
+/// The mount that takes `path` (of `mounts`, in [`sort_mounts`]' order),
+/// and its `PATH_INFO`: one mounted at exactly `path` first, then the
+/// first that matches.
+fn choose<'m, 'p, T>(mounts: &'m [T], prefix: impl Fn(&T) -> &str, path: &'p str) -> Option<(&'m T, &'p str)> {
+    let exact = mounts.iter().find(|m| prefix(m) == path);
+    exact
+        .into_iter()
+        .chain(mounts)
+        .find_map(|m| Some((m, strip_mount(prefix(m), path)?)))
 }
 
 /// `PATH_INFO` if `path` lies under `prefix` on a segment boundary, or
@@ -124,6 +140,21 @@ mod tests {
         assert_eq!(strip_mount("*.py", "/index.py"), Some("/index.py"));
         assert_eq!(strip_mount("*.py", "/index.pyc"), None);
         assert_eq!(script_name("*.py"), "");
+    }
+
+    #[test]
+    fn a_mount_naming_the_whole_path_beats_a_suffix_pattern_which_beats_prefixes() {
+        let mut mounts = ["/", "*.py", "/ctime.py", "/docs"];
+        sort_mounts(&mut mounts, |m| m);
+        let routed = |path: &str| match choose(&mounts, |m| m, path) {
+            Some((mount, path_info)) => format!("{mount} {path_info}"),
+            None => "none".to_owned(),
+        };
+        assert_eq!(routed("/ctime.py"), "/ctime.py ");
+        assert_eq!(routed("/index.py"), "*.py /index.py");
+        assert_eq!(routed("/docs/a.py"), "*.py /docs/a.py");
+        assert_eq!(routed("/docs/a"), "/docs /a");
+        assert_eq!(routed("/x"), "/ /x");
     }
 
     proptest::proptest! {
