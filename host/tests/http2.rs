@@ -130,6 +130,12 @@ fn curl_gets_the_site_and_apps_over_h2c_and_over_tls() {
         let (ok, text) = client.run(&[&stream]);
         assert!(ok && outcomes(&text) == ["2 200"], "{text}");
 
+        // Cookies split over several fields reach the app as one, joined
+        // with "; " (RFC 9113 §8.2.3).
+        let (ok, text) = client.run(&["-H", "cookie: a=1", "-H", "cookie: b=2", "-H", "cookie: c=3; d=4", &url(server.addr, scheme, "/cookies")]);
+        assert!(ok, "{text}");
+        assert!(text.contains("\"HTTP_COOKIE\": \"a=1; b=2; c=3; d=4\""), "{text}");
+
         // HTTP/1.1 still works beside it.
         let (ok, text) = Curl::new(server.addr, "--http1.1", Some(&cacert)).run(&[&site]);
         assert!(ok && outcomes(&text) == ["1.1 200"], "{text}");
