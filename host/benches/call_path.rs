@@ -131,7 +131,7 @@ fn call(app: &LoadedApp, headers: &[(&str, &str)]) -> (u16, usize) {
         run_once: false,
     };
     let exchange = Exchange::new(Collect::default(), std::io::empty().take(0));
-    let (summary, sink) = exchange.call(app, &vars, &headers).finish(String::new);
+    let (summary, sink) = exchange.call(app, &vars, &headers, &[]).finish(String::new);
     assert_eq!(summary.status, Some(200));
     (sink.status, sink.bytes)
 }

@@ -45,10 +45,16 @@ pub fn run(app: &LoadedApp, env: &HashMap<String, String>, stdin: impl Read, std
         multiprocess: true,
         run_once: true,
     };
+    // The web server's TLS variables (mod_ssl's SSL_*) pass through.
+    let extra: Vec<Header<'_>> = env
+        .iter()
+        .filter(|(key, _)| key.starts_with("SSL_"))
+        .map(|(key, value)| Header::new(key, value))
+        .collect();
     // CGI: the body is exactly CONTENT_LENGTH bytes of stdin.
     let body_length = var("CONTENT_LENGTH").trim().parse().unwrap_or(0);
     let sink = CgiSink { out: stdout };
-    Exchange::new(sink, stdin.take(body_length)).run(app, &vars, &headers)
+    Exchange::new(sink, stdin.take(body_length)).run(app, &vars, &headers, &extra)
 }
 
 /// `HTTP_USER_AGENT` → `user-agent`; `CONTENT_TYPE` / `CONTENT_LENGTH` too.

@@ -134,15 +134,22 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
     }
 
     /// Calls the app, pumps its body into the sink, always closes it.
-    pub fn run(self, app: &LoadedApp, vars: &RequestVars<'_>, headers: &[Header<'_>]) -> Summary {
+    pub fn run(self, app: &LoadedApp, vars: &RequestVars<'_>, headers: &[Header<'_>], extra: &[Header<'_>]) -> Summary {
         let describe = || describe(vars.method, vars.script_name, vars.path_info, app);
-        self.call(app, vars, headers).finish(describe).0
+        self.call(app, vars, headers, extra).finish(describe).0
     }
 
-    /// Calls the app; its body is sent by [`Called::finish`], which may run
-    /// on another thread.
-    pub fn call(self, app: &LoadedApp, vars: &RequestVars<'_>, headers: &[Header<'_>]) -> Called<S, I> {
-        let result = app.app.call(vars, headers, &self);
+    /// Calls the app (`extra`: the environ's variables beyond PEP 3333's
+    /// and the headers); its body is sent by [`Called::finish`], which may
+    /// run on another thread.
+    pub fn call(
+        self,
+        app: &LoadedApp,
+        vars: &RequestVars<'_>,
+        headers: &[Header<'_>],
+        extra: &[Header<'_>],
+    ) -> Called<S, I> {
+        let result = app.app.call(vars, headers, extra, &self);
         Called { exchange: self, result }
     }
 }

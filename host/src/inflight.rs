@@ -387,7 +387,8 @@ static FREE_SLOTS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// The next never-used slot.
 static NEXT_SLOT: AtomicU32 = AtomicU32::new(0);
 
-/// A thread's slot, returned to [`FREE_SLOTS`] when the thread ends.
+/// A slot held by a thread (returned to [`FREE_SLOTS`] when the thread
+/// ends) or by an async request (returned when it ends).
 struct Lease(Option<u32>);
 
 impl Lease {
@@ -487,6 +488,76 @@ impl Drop for Entered {
         if let Some(marked) = self.0 {
             CURRENT.with(|current| current.set(None));
             marked.slot.busy.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// An async request on the board for its whole life: it holds a slot of
+/// its own (it is not tied to a thread), and names the thread that polls
+/// it while a poll runs, so a crash in a poll is pinned on it.
+#[must_use = "the request is on the board until this is dropped"]
+pub struct Task {
+    /// The slot, given back when the task is dropped.
+    _lease: Lease,
+    marked: Option<Marked>,
+}
+
+/// Puts an async request on the board until the [`Task`] is dropped.
+pub fn enter_task(facts: &Facts<'_>) -> Task {
+    let Some(board) = BOARD.get() else {
+        return Task {
+            _lease: Lease(None),
+            marked: None,
+        };
+    };
+    let lease = Lease::take();
+    let Some(slot) = lease.0.and_then(|index| board.slot(index)) else {
+        board.header().overflow.fetch_add(1, Ordering::Relaxed);
+        return Task {
+            _lease: lease,
+            marked: None,
+        };
+    };
+    // SAFETY: the lease gives this request the slot, which is not busy (its
+    // last holder cleared it before giving it back).
+    let seq = unsafe { slot.fill(facts, 0) };
+    Task {
+        _lease: lease,
+        marked: Some(Marked { slot, seq }),
+    }
+}
+
+impl Task {
+    /// The request's place on the board (none without a board).
+    pub fn marked(&self) -> Option<Marked> {
+        self.marked
+    }
+
+    /// Names this thread as the one running the request, until dropped.
+    pub fn polling(&self) -> Polling<'_> {
+        if let Some(marked) = &self.marked {
+            marked.slot.tid.store(gettid(), Ordering::Relaxed);
+        }
+        Polling(self)
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(marked) = self.marked.take() {
+            marked.slot.busy.store(0, Ordering::Release);
+        }
+        // The lease, dropped next, gives the slot back.
+    }
+}
+
+/// A poll of an async request in progress on this thread.
+pub struct Polling<'t>(&'t Task);
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        if let Some(marked) = &self.0.marked {
+            marked.slot.tid.store(0, Ordering::Relaxed);
         }
     }
 }

@@ -169,6 +169,11 @@ impl HeadState {
     pub fn is_sent(&self) -> bool {
         self.sent
     }
+
+    /// Whether a head was set (and may have gone out).
+    pub fn is_started(&self) -> bool {
+        self.pending.is_some() || self.sent
+    }
 }
 
 /// Checks `"200 OK"` and the headers; names the first problem.
@@ -186,8 +191,17 @@ fn parse_head<'h>(status: &str, headers: impl Iterator<Item = (&'h str, &'h str)
             "invalid status {status:?}: control characters in the reason phrase"
         ));
     }
-    let headers = headers.into_iter();
-    let mut head = ResponseHead::with_reason(code, reason, headers.size_hint().0);
+    with_checked_headers(code, reason, headers)
+}
+
+/// A head with a status the server chose (unchecked) and `headers`, checked
+/// as `start_response` checks an app's.
+pub fn with_checked_headers<'h>(
+    status: u16,
+    reason: &str,
+    headers: impl Iterator<Item = (&'h str, &'h str)>,
+) -> Result<ResponseHead, String> {
+    let mut head = ResponseHead::with_reason(status, reason, headers.size_hint().0);
     for (name, value) in headers {
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(format!("invalid header name {name:?}"));

@@ -35,6 +35,8 @@ fn check(link: &str, response: &Response, not_found_page: &str) -> Result<(), St
     let content_type = response.header("content-type").unwrap_or_default().to_owned();
     let ok = match link {
         "/style.css" => response.status == 200 && content_type.starts_with("text/css"),
+        // "a chat page talking over a WebSocket to an ordinary axum app"
+        "/chat.html" => response.status == 200 && text.contains("new WebSocket(") && text.contains("/chat/ws"),
         // "the server's local time, like Python's time.ctime()"
         "/ctime.py" => response.status == 200 && is_ctime(&text),
         // "which HTTP method the request used"
@@ -90,6 +92,9 @@ fn every_link_on_the_demo_page_answers_what_the_page_says() {
         .filter_map(|link| check(link, &server.get(link), &not_found_page).err())
         .collect();
     assert!(failures.is_empty(), "{failures:#?}\n{}", server.log());
+    // The chat page's app answers where the page expects it.
+    let status = server.get("/chat/api/status");
+    assert_eq!(status.status, 200, "{}", status.text());
     // The script the page loads is there too.
     assert_eq!(server.get("/script.js").status, 200);
 }

@@ -204,24 +204,41 @@ fn static_app_sends_large_files_as_file_bodies_on_kept_alive_connections() {
 }
 
 #[test]
-fn a_plugin_built_against_the_previous_interface_loads_and_serves() {
-    let library = common::fixture_lib("previous-interface");
-    let server = Server::builder()
-        .arg(app_spec(&library, "application"))
-        .arg("--no-static")
-        .start();
-    let mut conn = server.connect();
-    for round in 0..10 {
-        conn.send(&request_bytes("POST", &format!("/r/{round}"), &[], b"sent"));
-        let response = conn.read_response();
-        assert_eq!(response.status, 200, "round {round}: {}", response.text());
-        assert_eq!(
-            response.text(),
-            format!("built against plugin-api 1.0.0\npath /r/{round}\nbody sent\n")
-        );
+fn plugins_built_against_older_minors_load_and_serve() {
+    let dir = TempDir::new("older-minors");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let file = dir.join("f.bin");
+    std::fs::write(&file, &content).unwrap();
+    for minor in ["1.0", "1.1"] {
+        let library = common::fixture_lib(&format!("built-with-{}", minor.replace('.', "-")));
+        let server = Server::builder()
+            .arg(app_spec(&library, "application"))
+            .arg("--no-static")
+            .start();
+        let mut conn = server.connect();
+        for round in 0..10 {
+            conn.send(&request_bytes("POST", &format!("/r/{round}"), &[], b"sent"));
+            let response = conn.read_response();
+            assert_eq!(response.status, 200, "{minor}, round {round}: {}", response.text());
+            assert_eq!(
+                response.text(),
+                format!("built against plugin-api {minor}.0\npath /r/{round}\nbody sent\n")
+            );
+        }
+        if minor == "1.1" {
+            // What 1.1 added: the file body.
+            let path = file.to_str().unwrap();
+            for round in 0..3 {
+                conn.send(&request_bytes("GET", "/file", &[("X-File", path)], b""));
+                let response = conn.read_response();
+                assert_eq!(response.status, 200, "round {round}: {}", response.text());
+                assert!(response.body == content, "round {round}: the file body differs");
+            }
+        }
+        let log = server.log();
+        assert!(!log.contains("refus"), "{log}");
+        assert!(log.contains(&format!("plugin-api {minor}.0")), "{log}");
     }
-    let log = server.log();
-    assert!(!log.contains("refus"), "{log}");
 }
 
 #[test]

@@ -132,7 +132,15 @@ fn curl_gets_the_site_and_apps_over_h2c_and_over_tls() {
 
         // Cookies split over several fields reach the app as one, joined
         // with "; " (RFC 9113 §8.2.3).
-        let (ok, text) = client.run(&["-H", "cookie: a=1", "-H", "cookie: b=2", "-H", "cookie: c=3; d=4", &url(server.addr, scheme, "/cookies")]);
+        let (ok, text) = client.run(&[
+            "-H",
+            "cookie: a=1",
+            "-H",
+            "cookie: b=2",
+            "-H",
+            "cookie: c=3; d=4",
+            &url(server.addr, scheme, "/cookies"),
+        ]);
         assert!(ok, "{text}");
         assert!(text.contains("\"HTTP_COOKIE\": \"a=1; b=2; c=3; d=4\""), "{text}");
 
@@ -385,7 +393,7 @@ fn swaps_drain_http2_with_goaway_and_lose_no_request() {
                     let (_, text) = client.run(&urls);
                     outcomes_seen.extend(outcomes(&text).iter().map(|o| o.to_string()));
                     let missing = 20 - outcomes(&text).len();
-                    outcomes_seen.extend(std::iter::repeat("lost".to_owned()).take(missing));
+                    outcomes_seen.extend(std::iter::repeat_n("lost".to_owned(), missing));
                 }
                 outcomes_seen
             })

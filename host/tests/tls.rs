@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::certs::{client_config, client_config_signed_by, make_ca, make_cert, tls_args, TestCert};
+use common::certs::{client_config, client_config_signed_by, make_ca, make_cert, make_client_cert, tls_args, TestCert};
 use common::fleet::poll;
 use common::server::{request_bytes, Server, TempDir};
 use common::{app_spec, plugin_lib, run_host, stderr_text};
@@ -270,4 +270,64 @@ fn ca_certs_let_in_only_clients_with_a_certificate_the_ca_signed() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+#[test]
+fn mutual_tls_clients_are_named_in_the_environ_as_mod_ssl_names_them() {
+    let dir = TempDir::new("tls-client-environ");
+    let cert = make_cert(dir.path(), "site");
+    let ca = make_ca(dir.path(), "clients-ca");
+    let (client_crt, client_key) = make_client_cert(dir.path(), &ca, "alice", &[0x12, 0x34]);
+    let async_echo = format!(
+        "/a={}",
+        common::app_spec(&common::plugin_lib("echo"), "async_application")
+    );
+    let server = Server::builder()
+        .arg(echo())
+        .args(["--mount", &async_echo])
+        .args(tls_args(&cert))
+        .args(["--ca-certs", &ca.certfile.display().to_string()])
+        .start();
+    let pem = std::fs::read_to_string(&client_crt).unwrap();
+    for how in ["--http1.1", "--http2"] {
+        for path in ["/who", "/a/who"] {
+            let output = std::process::Command::new("curl")
+                .args(["--silent", "--show-error", "--max-time", "20", how])
+                .arg("--resolve")
+                .arg(format!("localhost:{}:127.0.0.1", server.addr.port()))
+                .arg("--cacert")
+                .arg(&cert.certfile)
+                .arg("--cert")
+                .arg(&client_crt)
+                .arg("--key")
+                .arg(&client_key)
+                .arg(format!("https://localhost:{}{path}", server.addr.port()))
+                .output()
+                .expect("run curl");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let report: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{how} {path}: {e}: {text}"));
+            let var = |name: &str| report["environ"][name].as_str().unwrap_or_default().to_owned();
+            assert_eq!(var("SSL_CLIENT_VERIFY"), "SUCCESS", "{how} {path}");
+            assert_eq!(var("SSL_CLIENT_S_DN"), "CN=alice", "{how} {path}");
+            assert_eq!(var("SSL_CLIENT_I_DN"), "CN=clients-ca", "{how} {path}");
+            assert_eq!(var("SSL_CLIENT_M_SERIAL"), "1234", "{how} {path}");
+            assert_eq!(
+                var("SSL_CLIENT_CERT").replace("\r\n", "\n"),
+                pem.replace("\r\n", "\n"),
+                "{how} {path}"
+            );
+        }
+    }
+    // Without --ca-certs nothing of the kind is there.
+    let plain = Server::builder().arg(echo()).args(tls_args(&cert)).start();
+    let output = std::process::Command::new("curl")
+        .args(["--silent", "--resolve"])
+        .arg(format!("localhost:{}:127.0.0.1", plain.addr.port()))
+        .arg("--cacert")
+        .arg(&cert.certfile)
+        .arg(format!("https://localhost:{}/who", plain.addr.port()))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("SSL_CLIENT"));
 }

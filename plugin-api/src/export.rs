@@ -1,6 +1,9 @@
-//! [`export_app!`](crate::export_app): one line that makes an app loadable.
+//! [`export_app!`](crate::export_app) and
+//! [`export_async_app!`](crate::export_async_app): one line that makes an
+//! app loadable.
 
-/// Exports an app under a symbol name, as an abi_stable-checked root module.
+/// Exports a sync app under a symbol name, as an abi_stable-checked root
+/// module.
 ///
 /// - `export_app!(application);` exports the function `application` under
 ///   the symbol `application` (the host's `libname:application`).
@@ -18,12 +21,67 @@ macro_rules! export_app {
         $crate::export_app!($symbol = $symbol);
     };
     ($symbol:ident = $app:expr) => {
+        $crate::__export_module! {
+            symbol: $symbol,
+            kind: dyn $crate::App,
+            make: $app,
+            call: |slot, environ, gateway| $crate::__private::call(slot, environ, gateway),
+            call_async: None,
+        }
+    };
+}
+
+/// Exports an async app (since plugin-api 1.2) under a symbol name, as
+/// [`export_app!`] does a sync one.
+///
+/// - `export_async_app!(application);` exports the async function
+///   `application` (`async fn(Request) -> Result<(), E>`).
+/// - `export_async_app!(async_application = handle);` under another name.
+/// - `export_async_app!(application = Chat::new());` exports a stateful
+///   app (implement [`AsyncApp`](crate::AsyncApp)).
+///
+/// Panics in the app's future (polled or dropped) are caught: the host
+/// answers 500 if the response had not started, else ends it early.
+#[macro_export]
+macro_rules! export_async_app {
+    ($symbol:ident) => {
+        $crate::export_async_app!($symbol = $symbol);
+    };
+    ($symbol:ident = $app:expr) => {
+        $crate::__export_module! {
+            symbol: $symbol,
+            kind: dyn $crate::AsyncApp,
+            make: $app,
+            call: |_, _, _| $crate::__private::call_sync_refused(),
+            call_async: Some({
+                extern "C" fn __export_app_call_async(
+                    gateway: $crate::__private::SharedAsyncGateway,
+                ) -> $crate::__private::BoxedAppFuture {
+                    $crate::__private::call_async(&__EXPORT_APP_SLOT, gateway)
+                }
+                __export_app_call_async
+            }),
+        }
+    };
+}
+
+/// The root module both export macros make; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_module {
+    (
+        symbol: $symbol:ident,
+        kind: $kind:ty,
+        make: $app:expr,
+        call: |$slot:pat_param, $environ:pat_param, $gateway:pat_param| $call:expr,
+        call_async: $call_async:expr,
+    ) => {
         const _: () = {
             use $crate::__private as __sabi;
 
-            static __EXPORT_APP_SLOT: __sabi::AppSlot = __sabi::AppSlot::new();
+            static __EXPORT_APP_SLOT: __sabi::AppSlot<$kind> = __sabi::AppSlot::new();
 
-            fn __export_app_make() -> ::std::boxed::Box<dyn $crate::App> {
+            fn __export_app_make() -> ::std::boxed::Box<$kind> {
                 ::std::boxed::Box::new($app)
             }
 
@@ -35,7 +93,12 @@ macro_rules! export_app {
                 environ: &'a __sabi::RawEnviron<'a>,
                 gateway: __sabi::GatewayRef<'a>,
             ) -> __sabi::RawOutcome {
-                __sabi::call(&__EXPORT_APP_SLOT, environ, gateway)
+                let ($slot, $environ, $gateway) = (&__EXPORT_APP_SLOT, environ, gateway);
+                $call
+            }
+
+            extern "C" fn __export_app_shutdown() {
+                __sabi::shutdown()
             }
 
             fn __export_app_module() -> __sabi::AppModule_Ref {
@@ -43,6 +106,8 @@ macro_rules! export_app {
                     &__sabi::WithMetadata::new(__sabi::AppModule {
                         init: __export_app_init,
                         call: __export_app_call,
+                        call_async: $call_async,
+                        shutdown: __export_app_shutdown,
                     });
                 __sabi::AppModule_Ref(MODULE.static_as_prefix())
             }

@@ -274,6 +274,24 @@ pub struct Limits {
         default_value = "30s"
     )]
     pub request_timeout: Seconds,
+
+    /// How often an open WebSocket is pinged (0: never), e.g. 20s.
+    #[arg(long, value_name = "DURATION", env = "HOST_WS_PING_INTERVAL", default_value = "20s")]
+    pub ws_ping_interval: Seconds,
+
+    /// How long a ping may go unanswered before the socket is closed.
+    #[arg(long, value_name = "DURATION", env = "HOST_WS_PING_TIMEOUT", default_value = "20s")]
+    pub ws_ping_timeout: Seconds,
+
+    /// Largest WebSocket message, e.g. 16MiB (the socket is closed with 1009 beyond).
+    #[arg(long, value_name = "SIZE", env = "HOST_WS_MAX_MESSAGE", default_value = "16MiB")]
+    pub ws_max_message: Size,
+
+    /// A WebSocket with no message either way for this long is closed
+    /// (1001); 0 (the default) leaves idle sockets open while pings are
+    /// answered.
+    #[arg(long, value_name = "DURATION", env = "HOST_WS_IDLE_TIMEOUT", default_value = "0s")]
+    pub ws_idle_timeout: Seconds,
 }
 
 /// The options alone, as a clap command (for their defaults and names).

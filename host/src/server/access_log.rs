@@ -63,8 +63,10 @@ pub struct Entry<'a> {
     pub protocol: &'a str,
     /// The status sent (0 if none was).
     pub status: u16,
-    /// Body bytes sent.
+    /// Body bytes sent (a WebSocket's: the bytes of its messages sent).
     pub bytes: u64,
+    /// A WebSocket's: the bytes of the messages received.
+    pub received: Option<u64>,
     /// From arrival to the end of the response.
     pub duration: Duration,
     /// The request's id and, for the combined format, its Referer and
@@ -158,7 +160,13 @@ impl AccessLog {
                     line.extend_from_slice(numbers.format(micros / 1000).as_bytes());
                     line.push(b'.');
                     push_padded(line, &mut numbers, micros % 1000);
-                    line.extend_from_slice(b"ms id=");
+                    line.extend_from_slice(b"ms ");
+                    if let Some(received) = entry.received {
+                        line.extend_from_slice(b"in=");
+                        line.extend_from_slice(numbers.format(received).as_bytes());
+                        line.push(b' ');
+                    }
+                    line.extend_from_slice(b"id=");
                     push_escaped(line, entry.facts.id.as_str().as_bytes());
                 }
                 AccessLogFormat::Combined => {
@@ -183,6 +191,7 @@ impl AccessLog {
                             protocol: entry.protocol,
                             status: entry.status,
                             bytes: entry.bytes,
+                            bytes_in: entry.received,
                             duration_ms: micros as f64 / 1000.0,
                             request_id: entry.facts.id.as_str(),
                         },
@@ -248,6 +257,8 @@ struct JsonLine<'a> {
     protocol: &'a str,
     status: u16,
     bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_in: Option<u64>,
     duration_ms: f64,
     request_id: &'a str,
 }

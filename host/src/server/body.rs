@@ -33,6 +33,9 @@ pub enum Body {
     },
     /// Part of a large file (see [`crate::open_file`]).
     File(FileBody),
+    /// Any other body: what an async app is still sending (the app is
+    /// polled as the body is).
+    Boxed(Pin<Box<dyn http_body::Body<Data = Bytes, Error = io::Error> + Send>>),
 }
 
 /// Bytes of an open file still to send.
@@ -120,6 +123,7 @@ impl http_body::Body for Body {
                 (None, None) => Poll::Ready(None),
             },
             Body::File(file) => Poll::Ready(file.next().map(|piece| piece.map(Frame::data))),
+            Body::Boxed(body) => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -129,6 +133,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => bytes.is_none(),
             Body::Stream { queued, rx } => queued.is_empty() && rx.is_none(),
             Body::File(file) => file.left.is_empty(),
+            Body::Boxed(body) => body.is_end_stream(),
         }
     }
 
@@ -138,6 +143,7 @@ impl http_body::Body for Body {
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Stream { .. } => SizeHint::default(),
             Body::File(file) => SizeHint::with_exact(file.left.end - file.left.start),
+            Body::Boxed(body) => body.size_hint(),
         }
     }
 }

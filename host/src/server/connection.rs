@@ -27,6 +27,9 @@ pub struct ConnInfo {
     pub trusted_proxy: bool,
     /// The connection is TLS: `wsgi.url_scheme` is `https`.
     pub https: bool,
+    /// The client's certificate as environ variables (`SSL_CLIENT_*`),
+    /// with `--ca-certs`.
+    pub client_cert: Option<std::sync::Arc<super::header_list::HeaderList>>,
 }
 
 impl ConnInfo {
@@ -181,6 +184,7 @@ impl Listener {
                     server_port: local.port().to_string(),
                     trusted_proxy: false,
                     https: false,
+                    client_cert: None,
                 };
                 Ok((Box::new(ZeroCopy::new(stream)), info))
             }

@@ -244,6 +244,7 @@ fn record<B>(
             protocol: protocol(request.version()),
             status: response.status().as_u16(),
             bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+            received: None,
             duration: started.elapsed(),
             facts,
         },

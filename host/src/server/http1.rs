@@ -53,7 +53,8 @@ pub async fn serve(stream: Box<dyn Stream>, info: ConnInfo, state: Arc<ServerSta
     let header_timeout = state.limits.header_timeout.0;
     let drain = state.drain.clone();
     let service = service_fn(move |request| handler::handle(state.clone(), connection.clone(), request));
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    // Upgrades: a WebSocket an async app accepts takes the connection over.
+    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

@@ -75,7 +75,9 @@ pub fn builder(limits: &Limits) -> Builder {
         .max_local_error_reset_streams(MAX_ERROR_RESETS)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_send_buf_size(SEND_BUFFER);
+        .max_send_buf_size(SEND_BUFFER)
+        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT).
+        .enable_connect_protocol();
     builder
 }
 

@@ -29,8 +29,12 @@ pub struct ServerMetrics {
     response_bytes: AtomicU64,
     /// Requests begun and not yet finished.
     in_flight: AtomicI64,
-    /// App calls made inline, and on an app thread.
-    app_calls: [AtomicU64; 2],
+    /// App calls made inline, on an app thread, and async apps started.
+    app_calls: [AtomicU64; 3],
+    /// WebSockets open now.
+    websockets: AtomicI64,
+    /// WebSocket messages received from clients, and sent to them.
+    ws_messages: [AtomicU64; 2],
 }
 
 /// Where an app call ran, for [`ServerMetrics::app_call`].
@@ -40,6 +44,27 @@ pub enum CallSite {
     Inline,
     /// On an app thread.
     Pool,
+    /// An async app's future, polled by the runtime.
+    Async,
+}
+
+/// Which way a WebSocket message went, for [`ServerMetrics::ws_message`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the client.
+    In,
+    /// To the client.
+    Out,
+}
+
+/// A WebSocket counted as open until dropped.
+#[must_use = "the socket counts as open until this is dropped"]
+pub struct OpenSocket<'m>(&'m ServerMetrics);
+
+impl Drop for OpenSocket<'_> {
+    fn drop(&mut self) {
+        self.0.websockets.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A request counted in flight until dropped.
@@ -69,6 +94,14 @@ pub struct Snapshot {
     pub inline_calls: u64,
     /// App calls made on an app thread.
     pub pool_calls: u64,
+    /// Async app requests started.
+    pub async_calls: u64,
+    /// WebSocket messages received from clients.
+    pub ws_messages_in: u64,
+    /// WebSocket messages sent to clients.
+    pub ws_messages_out: u64,
+    /// WebSockets open now.
+    pub websockets: u64,
     /// Static-site lookups answered from the cache.
     pub static_cache_hits: u64,
     /// Static-site lookups that went to the disk.
@@ -97,6 +130,8 @@ impl ServerMetrics {
             response_bytes: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             app_calls: Default::default(),
+            websockets: AtomicI64::new(0),
+            ws_messages: Default::default(),
         }
     }
 
@@ -109,6 +144,17 @@ impl ServerMetrics {
     /// Counts an app call made at `site`.
     pub fn app_call(&self, site: CallSite) {
         self.app_calls[site as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a WebSocket as open while the guard lives.
+    pub fn websocket(&self) -> OpenSocket<'_> {
+        self.websockets.fetch_add(1, Relaxed);
+        OpenSocket(self)
+    }
+
+    /// Counts a WebSocket message going `direction`.
+    pub fn ws_message(&self, direction: Direction) {
+        self.ws_messages[direction as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts one finished request.
@@ -141,6 +187,10 @@ impl ServerMetrics {
             in_flight: self.in_flight.load(Relaxed).max(0) as u64,
             inline_calls: self.app_calls[CallSite::Inline as usize].load(Relaxed),
             pool_calls: self.app_calls[CallSite::Pool as usize].load(Relaxed),
+            async_calls: self.app_calls[CallSite::Async as usize].load(Relaxed),
+            ws_messages_in: self.ws_messages[Direction::In as usize].load(Relaxed),
+            ws_messages_out: self.ws_messages[Direction::Out as usize].load(Relaxed),
+            websockets: self.websockets.load(Relaxed).max(0) as u64,
             ..Snapshot::default()
         }
     }
@@ -172,6 +222,9 @@ impl Snapshot {
         self.response_bytes += other.response_bytes;
         self.inline_calls += other.inline_calls;
         self.pool_calls += other.pool_calls;
+        self.async_calls += other.async_calls;
+        self.ws_messages_in += other.ws_messages_in;
+        self.ws_messages_out += other.ws_messages_out;
         self.static_cache_hits += other.static_cache_hits;
         self.static_cache_misses += other.static_cache_misses;
         self.stuck_calls += other.stuck_calls;

@@ -24,11 +24,13 @@ pub mod access_log;
 pub mod app_gateway;
 pub mod body;
 pub mod call_policy;
+pub mod client_cert;
 pub mod coalesced;
 pub mod connection;
 pub mod drain;
 pub mod forwarded;
 pub mod handler;
+pub mod header_list;
 pub mod http1;
 pub mod http2;
 pub mod memory;
@@ -302,6 +304,9 @@ async fn negotiated(
     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             info.https = true;
+            if let Some(leaf) = stream.get_ref().1.peer_certificates().and_then(<[_]>::first) {
+                info.client_cert = Some(Arc::new(client_cert::environ_of(leaf)));
+            }
             let protocol = match stream.get_ref().1.alpn_protocol() {
                 Some(tls::ALPN_HTTP2) => Protocol::Http2,
                 _ => Protocol::Http1,

@@ -23,7 +23,7 @@ pub struct Scope {
 impl Scope {
     /// Whether a request to `mount` with `PATH_INFO` `path` falls in it.
     pub fn covers(&self, mount: &str, path: &str) -> bool {
-        self.mount == mount && self.path.as_deref().map_or(true, |own| own == path)
+        self.mount == mount && self.path.as_deref().is_none_or(|own| own == path)
     }
 }
 

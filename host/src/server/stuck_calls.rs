@@ -161,10 +161,11 @@ pub struct InlineCall {
 }
 
 impl InlineCall {
-    /// Marks the start of an inline call for `method path` on `route`, on
-    /// this thread.
-    pub fn enter(method: &str, path: &str, policy: &Arc<CallPolicy>, route: RouteId) -> InlineCall {
-        let call = SLOT.with(|slot| InlineCall::begin(slot, method, path, policy, route, now_ms()));
+    /// Marks the start of an inline call (or a poll of an async app's
+    /// future) for `method path` on this thread; `route`, the mount's
+    /// policy and the route's record in it, is demoted if it runs long.
+    pub fn enter(method: &str, path: &str, route: Option<(&Arc<CallPolicy>, RouteId)>) -> InlineCall {
+        let call = SLOT.with(|slot| InlineCall::begin(slot, method, path, route, now_ms()));
         if PARKED.load(SeqCst) && PARKED.swap(false, SeqCst) {
             if let Some(watchdog) = WATCHDOG.get() {
                 watchdog.unpark();
@@ -177,8 +178,7 @@ impl InlineCall {
         slot: &Arc<Slot>,
         method: &str,
         path: &str,
-        policy: &Arc<CallPolicy>,
-        route: RouteId,
+        route: Option<(&Arc<CallPolicy>, RouteId)>,
         now_ms: u64,
     ) -> InlineCall {
         let mut call = slot.call.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,10 +186,10 @@ impl InlineCall {
         call.request.push_str(method);
         call.request.push(' ');
         call.request.push_str(path);
-        match &mut call.route {
+        match (&mut call.route, route) {
             // The same mount as last time on this thread: no refcount traffic.
-            Some((known, id)) if Arc::ptr_eq(known, policy) => *id = route,
-            other => *other = Some((policy.clone(), route)),
+            (Some((known, id)), Some((policy, route))) if Arc::ptr_eq(known, policy) => *id = route,
+            (other, route) => *other = route.map(|(policy, route)| (policy.clone(), route)),
         }
         let mark = mark(now_ms, slot.seq.fetch_add(1, Relaxed) + 1);
         // SeqCst with the watchdog's own store-then-load of PARKED and the
@@ -381,7 +381,7 @@ mod tests {
     }
 
     fn enter_at(slot: &Arc<Slot>, policy: &Arc<CallPolicy>, route: RouteId, at_ms: u64) -> InlineCall {
-        InlineCall::begin(slot, "POST", "/echo/x", policy, route, at_ms)
+        InlineCall::begin(slot, "POST", "/echo/x", Some((policy, route)), at_ms)
     }
 
     /// What a patrol finds at `now_ms`: (demotions, stuck reports).

@@ -395,9 +395,17 @@ impl Collector for Collect {
         family(
             e,
             "host_app_calls",
-            "App calls, by where they ran (inline: on a runtime thread; pool: on an app thread).",
+            "App calls, by where they ran (inline: on a runtime thread; pool: on an app thread; async: an async app's future).",
             MetricType::Counter,
-            pair("site", [("inline", sum.inline_calls), ("pool", sum.pool_calls)]),
+            [("inline", sum.inline_calls), ("pool", sum.pool_calls), ("async", sum.async_calls)]
+                .map(|(site, n)| (vec![("site".to_owned(), site.to_owned())], ConstCounter::new(n))),
+        )?;
+        family(
+            e,
+            "host_websocket_messages",
+            "WebSocket messages, by direction (in: from clients).",
+            MetricType::Counter,
+            pair("direction", [("in", sum.ws_messages_in), ("out", sum.ws_messages_out)]),
         )?;
         family(
             e,
@@ -422,7 +430,7 @@ impl Collector for Collect {
                 })
                 .collect::<Vec<_>>()
         };
-        let gauges: [Gauge; 5] = [
+        let gauges: [Gauge; 6] = [
             (
                 "host_requests_in_flight",
                 "Requests begun and not yet answered, per worker slot.",
@@ -431,6 +439,7 @@ impl Collector for Collect {
             ("host_connections", "Connections open, per worker slot.", |s| {
                 s.connections
             }),
+            ("host_websockets", "WebSockets open, per worker slot.", |s| s.websockets),
             (
                 "host_app_threads_busy",
                 "App threads running a call, per worker slot.",

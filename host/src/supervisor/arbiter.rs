@@ -599,7 +599,7 @@ impl Arbiter {
         }
         let report_due = self
             .last_crash_loop_report
-            .map_or(true, |t| now.saturating_duration_since(t) >= CRASH_LOOP_REPORT_EVERY);
+            .is_none_or(|t| now.saturating_duration_since(t) >= CRASH_LOOP_REPORT_EVERY);
         if self.crashes.len() >= CRASH_LOOP && report_due {
             self.last_crash_loop_report = Some(now);
             log::error!(

@@ -36,8 +36,9 @@ use crate::server::static_site::StaticSite;
 use crate::signals::{Event as Signal, Signals};
 
 /// Slots of a worker's in-flight board: one per thread that may be inside
-/// an app at once.
-const BOARD_SLOTS: u32 = 1024;
+/// a sync app at once, and one per async request in flight (a slot is
+/// about 870 bytes; only the pages in use are resident).
+const BOARD_SLOTS: u32 = 16 * 1024;
 
 /// How long after a worker's exit its last messages may still arrive.
 const LAST_MESSAGES: Duration = Duration::from_secs(1);
@@ -416,6 +417,7 @@ fn log_lost_requests(access_log: &AccessLog, snapshot: &inflight::Snapshot) {
             protocol: &request.protocol,
             status: request.status,
             bytes: 0,
+            received: None,
             duration: request.running_for,
             facts: &facts,
         });

@@ -96,3 +96,20 @@ pub fn client_config_signed_by(server: &TestCert, ca: &TestCa) -> Arc<rustls::Cl
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
+
+/// A client certificate `ca` signed for `name` (its common name) with
+/// serial number `serial`, as PEM files `NAME.crt` and `NAME.key` in `dir`
+/// (for curl's --cert and --key).
+pub fn make_client_cert(dir: &Path, ca: &TestCa, name: &str, serial: &[u8]) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.serial_number = Some(rcgen::SerialNumber::from(serial.to_vec()));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("a client certificate");
+    let (certfile, keyfile) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&certfile, cert.pem()).unwrap();
+    std::fs::write(&keyfile, key.serialize_pem()).unwrap();
+    (certfile, keyfile)
+}

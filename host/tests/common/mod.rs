@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub mod certs;
 pub mod fleet;
 pub mod server;
+pub mod ws;
 
 /// How long one `host` run may take before it is killed and the test fails.
 pub const HOST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,11 +141,11 @@ fn cargo_build(manifest: &Path, env: &[(&str, &str)]) {
 
 /// The plugin-api version the host speaks and the next, incompatible one the
 /// `next-interface` fixture is built against.
-pub const HOST_INTERFACE: &str = "1.1.0";
+pub const HOST_INTERFACE: &str = "1.2.0";
 /// See [`HOST_INTERFACE`].
 pub const NEXT_INTERFACE: &str = "2.0.0";
 /// A newer minor than the host's: additions the host lacks (`next-minor`).
-pub const NEXT_MINOR: &str = "1.2.0";
+pub const NEXT_MINOR: &str = "1.3.0";
 
 /// Copies `plugin-api` (Cargo.toml and src/) to
 /// `target/fixtures/src/plugin-api-VERSION`, changing only its version, and

@@ -14,12 +14,30 @@ use crate::host_log;
 /// including `HTTP_*` for every request header.
 pub struct Environ<'a> {
     raw: &'a RawEnviron<'a>,
-    gateway: &'a (dyn Gateway + 'a),
+    /// Variables beyond PEP 3333's and the headers (`SSL_CLIENT_*`).
+    extra: &'a [RawHeader<'a>],
+    /// Where `wsgi.input` reads from: a sync app's gateway; an async app
+    /// reads its body with `Request::chunk` instead.
+    input: Option<&'a (dyn Gateway + 'a)>,
 }
 
 impl<'a> Environ<'a> {
-    pub(crate) fn new(raw: &'a RawEnviron<'a>, gateway: &'a (dyn Gateway + 'a)) -> Self {
-        Self { raw, gateway }
+    /// A sync app's environ: its body is read through `gateway`.
+    pub(crate) fn new(raw: &'a RawEnviron<'a>, extra: &'a [RawHeader<'a>], gateway: &'a (dyn Gateway + 'a)) -> Self {
+        Self {
+            raw,
+            extra,
+            input: Some(gateway),
+        }
+    }
+
+    /// An async app's environ: no blocking `wsgi.input`.
+    pub(crate) fn without_input(raw: &'a RawEnviron<'a>, extra: &'a [RawHeader<'a>]) -> Self {
+        Self {
+            raw,
+            extra,
+            input: None,
+        }
     }
 
     /// `REQUEST_METHOD`, e.g. `GET`.
@@ -96,7 +114,8 @@ impl<'a> Environ<'a> {
     }
 
     /// Looks a variable up by its WSGI name: `REQUEST_METHOD`, `PATH_INFO`,
-    /// `HTTP_USER_AGENT`, `wsgi.url_scheme`, … Repeated headers are joined
+    /// `HTTP_USER_AGENT`, `wsgi.url_scheme`, and the server's extras such
+    /// as `SSL_CLIENT_S_DN` (mutual TLS), … Repeated headers are joined
     /// with `", "` as CGI does. A header whose name has an `_` has no
     /// `HTTP_*` key (it would pass for the one spelled with `-`, e.g. a
     /// client's `X_Forwarded_For` for a proxy's `X-Forwarded-For`; nginx and
@@ -126,7 +145,7 @@ impl<'a> Environ<'a> {
             "wsgi.multithread" => bool_str(self.multithread()),
             "wsgi.multiprocess" => bool_str(self.multiprocess()),
             "wsgi.run_once" => bool_str(self.run_once()),
-            _ => return None,
+            _ => return self.extra_var(key).map(Cow::Borrowed),
         };
         Some(Cow::Borrowed(simple))
     }
@@ -157,6 +176,11 @@ impl<'a> Environ<'a> {
             .iter()
             .filter_map(|key| Some((Cow::Borrowed(*key), self.get(key)?)))
             .collect();
+        vars.extend(
+            self.extra
+                .iter()
+                .map(|var| (Cow::Borrowed(var.name.as_str()), Cow::Borrowed(var.value.as_str()))),
+        );
         for (index, (name, _)) in self.headers().enumerate() {
             let first = self.headers().position(|(n, _)| n.eq_ignore_ascii_case(name)) == Some(index);
             if first && has_http_key(name) {
@@ -168,9 +192,19 @@ impl<'a> Environ<'a> {
         vars
     }
 
-    /// `wsgi.input`: the request body, streamed from the client as it is read.
+    /// A variable beyond PEP 3333's and the headers, e.g. `SSL_CLIENT_VERIFY`.
+    fn extra_var(&self, key: &str) -> Option<&'a str> {
+        self.extra
+            .iter()
+            .find(|var| var.name.as_str() == key)
+            .map(|var| var.value.as_str())
+    }
+
+    /// `wsgi.input`: the request body, streamed from the client as it is
+    /// read. (An async app reads it with `Request::chunk`; here its reads
+    /// fail.)
     pub fn input(&self) -> Input<'a> {
-        Input { gateway: self.gateway }
+        Input { gateway: self.input }
     }
 
     /// `wsgi.errors`: each line written here becomes one line of the host's
@@ -235,12 +269,17 @@ fn join_values<'a>(first: &'a str, rest: impl Iterator<Item = &'a str>) -> Optio
 
 /// `wsgi.input`: reads the request body as the client sends it.
 pub struct Input<'a> {
-    gateway: &'a (dyn Gateway + 'a),
+    gateway: Option<&'a (dyn Gateway + 'a)>,
 }
 
 impl io::Read for Input<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.gateway
+        let Some(gateway) = self.gateway else {
+            return Err(io::Error::other(
+                "an async app reads its request body with Request::chunk().await, not wsgi.input",
+            ));
+        };
+        gateway
             .read_input(buf.into())
             .into_result()
             .map_err(|e| io::Error::other(e.into_string()))
@@ -327,6 +366,9 @@ mod tests {
         fn send_file(&self, _: i32, _: u64, _: u64) -> RResult<(), RString> {
             RErr(RString::from("read-only"))
         }
+        fn extra_vars(&self) -> RSlice<'_, RawHeader<'_>> {
+            RSlice::EMPTY
+        }
     }
 
     /// Runs `f` on an environ with `headers`.
@@ -356,7 +398,11 @@ mod tests {
             #[cfg(feature = "fixture-layout-change")]
             layout_change: 0,
         };
-        f(&Environ::new(&raw, &NoGateway))
+        let extra = [RawHeader {
+            name: "SSL_CLIENT_VERIFY".into(),
+            value: "SUCCESS".into(),
+        }];
+        f(&Environ::new(&raw, &extra, &NoGateway))
     }
 
     /// Header names as they arrive (lower case tokens), drawn from a small
@@ -401,6 +447,7 @@ mod tests {
                 prop_assert_eq!(environ.get("CONTENT_TYPE"), first("content-type"));
                 prop_assert_eq!(environ.get("CONTENT_LENGTH"), first("content-length"));
                 prop_assert!(environ.get("HTTP_CONTENT_TYPE").is_none());
+                prop_assert_eq!(environ.get("SSL_CLIENT_VERIFY"), Some(Cow::Borrowed("SUCCESS")));
                 Ok(())
             })?;
         }

@@ -1,9 +1,13 @@
-//! The plugin author's side: the [`App`] trait and what an app works with.
+//! The plugin author's side: the [`App`] trait (sync apps, WSGI's model)
+//! and [`AsyncApp`] (async apps and WebSockets, since 1.2), and what an
+//! app works with.
 
+mod async_app;
 mod body;
 mod environ;
 mod response;
 
+pub use async_app::{AppFuture, AsyncApp, BodySender, Message, Request, WebSocket};
 pub(crate) use body::BodyKind;
 pub use body::{AppError, AppOutput, Body};
 pub use environ::{Environ, ErrorStream, Input};

@@ -112,7 +112,7 @@ fn to_raw<'h>((name, value): &(&'h str, &'h str)) -> RawHeader<'h> {
 /// What the host refused: a second `start`, a write after the client left, …
 /// Propagate it (the `?` operator turns it into an [`crate::AppError`]).
 #[derive(Debug, Clone)]
-pub struct ResponseError(String);
+pub struct ResponseError(pub(crate) String);
 
 impl fmt::Display for ResponseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -41,15 +41,28 @@ impl AppClock {
 
     /// Runs `wait` (a wait for the client) off the clock.
     pub fn waiting<R>(&self, wait: impl FnOnce() -> R) -> R {
-        self.waiting_since
-            .store(self.nanos_since_start() + 1, Ordering::Release);
+        self.begin_wait();
         let result = wait();
+        self.end_wait();
+        result
+    }
+
+    /// From now on the request waits for the client (off the clock), until
+    /// [`AppClock::end_wait`]; a wait already begun goes on.
+    pub fn begin_wait(&self) {
+        let now = self.nanos_since_start() + 1;
+        let _ = self
+            .waiting_since
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The wait for the client is over (if one was begun).
+    pub fn end_wait(&self) {
         let since = self.waiting_since.swap(0, Ordering::AcqRel);
         if since != 0 {
             let waited = self.nanos_since_start().saturating_sub(since - 1);
             self.waited_ns.fetch_add(waited, Ordering::AcqRel);
         }
-        result
     }
 
     /// Time in the app so far.

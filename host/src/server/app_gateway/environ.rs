@@ -10,8 +10,13 @@ use plugin_api::host::{Header, RequestVars};
 use super::AppCall;
 use crate::server::{request_id, router};
 
-/// Builds the environ from the request and hands it to `f`.
-pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVars<'_>, &[Header<'_>]) -> R) -> R {
+/// Builds the environ from the request and hands it to `f`: the variables,
+/// the headers, and the variables beyond those (`SSL_CLIENT_*`).
+pub fn with_environ<R>(
+    call: &AppCall,
+    parts: &Parts,
+    f: impl FnOnce(&RequestVars<'_>, &[Header<'_>], &[Header<'_>]) -> R,
+) -> R {
     // An absolute-form target (or HTTP/2's :authority) names the host;
     // Host is then ignored (RFC 9112 §3.2.2), so the app sees the target's.
     let target_host = parts.uri.authority().map(|a| a.as_str());
@@ -68,7 +73,8 @@ pub fn with_environ<R>(call: &AppCall, parts: &Parts, f: impl FnOnce(&RequestVar
         multiprocess: false,
         run_once: false,
     };
-    f(&vars, &headers)
+    let extra = conn.client_cert.as_ref().map_or(&[][..], |cert| cert.pairs());
+    f(&vars, &headers, extra)
 }
 
 /// The request's Cookie fields as one value joined with `"; "`, when it

@@ -15,13 +15,15 @@
 //! about what it weighs.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, Read};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::runtime::Handle;
 
@@ -77,8 +79,10 @@ pub struct Pace {
 
 /// Which limit a wait runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WaitLimit {
+pub enum WaitLimit {
+    /// `--body-timeout`.
     Idle,
+    /// `--body-min-rate`.
     MinRate,
 }
 
@@ -109,21 +113,56 @@ impl Pace {
 
     /// Waits for `body`'s next frame within the limits: `Err` is the
     /// refusal for a client too slow.
-    async fn frame(
+    async fn frame(&mut self, body: &mut Incoming, received: u64) -> Result<Option<FrameResult>, Refusal> {
+        let mut wait = None;
+        std::future::poll_fn(|cx| self.poll_frame(body, received, &mut wait, cx)).await
+    }
+
+    /// [`Pace::frame`] as a poll: `wait` holds the wait in progress
+    /// between polls (start it as `None`). Needs the host's runtime.
+    pub fn poll_frame(
         &mut self,
         body: &mut Incoming,
         received: u64,
-    ) -> Result<Option<Result<http_body::Frame<Bytes>, hyper::Error>>, Refusal> {
-        let (limit, cause) = self.next_wait(received);
-        let began = tokio::time::Instant::now();
-        let frame = tokio::time::timeout(limit, body.frame()).await;
-        self.waited += began.elapsed();
-        match (frame, cause) {
-            (Ok(frame), _) => Ok(frame),
-            (Err(_), WaitLimit::Idle) => Err(idle_timeout(self.limits.idle)),
-            (Err(_), WaitLimit::MinRate) => Err(too_slow(received, self.waited, self.limits.min_rate)),
+        wait: &mut Option<Wait>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<FrameResult>, Refusal>> {
+        if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
+            if let Some(wait) = wait.take() {
+                self.waited += wait.began.elapsed();
+            }
+            return Poll::Ready(Ok(frame));
         }
+        let waiting = wait.get_or_insert_with(|| {
+            let (limit, cause) = self.next_wait(received);
+            Wait {
+                began: tokio::time::Instant::now(),
+                timer: Box::pin(tokio::time::sleep(limit)),
+                cause,
+            }
+        });
+        if waiting.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let cause = waiting.cause;
+        self.waited += waiting.began.elapsed();
+        *wait = None;
+        Poll::Ready(Err(match cause {
+            WaitLimit::Idle => idle_timeout(self.limits.idle),
+            WaitLimit::MinRate => too_slow(received, self.waited, self.limits.min_rate),
+        }))
     }
+}
+
+/// A body frame as hyper gives it.
+pub type FrameResult = Result<http_body::Frame<Bytes>, hyper::Error>;
+
+/// A wait for the client in progress: since when, until when, and under
+/// which limit.
+pub struct Wait {
+    began: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    cause: WaitLimit,
 }
 
 /// A request body: what is in hand, and the connection for the rest.
@@ -327,7 +366,7 @@ fn idle_timeout(idle: Duration) -> Refusal {
 /// 400: the body's framing is broken (a bad chunk, a body cut short); or
 /// the refusal the wire scanner found (413 for a chunked body over the
 /// limit), which is why hyper saw the body end.
-fn malformed(error: &hyper::Error, verdicts: &Verdicts) -> Refusal {
+pub fn malformed(error: &hyper::Error, verdicts: &Verdicts) -> Refusal {
     if let Some(refusal) = verdicts.body() {
         return refusal;
     }

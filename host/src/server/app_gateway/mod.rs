@@ -11,11 +11,15 @@
 //! - [`sink`]: the response, held (inline) or sent through channels.
 //! - [`clock`]: time in the app; [`threads`]: the bounded app threads.
 
+pub mod async_call;
+pub mod async_exchange;
 pub mod clock;
 pub mod environ;
 pub mod input;
+pub mod owned_environ;
 pub mod sink;
 pub mod threads;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +85,18 @@ pub enum Answer {
 /// Runs the app for `request` and returns the response as soon as its head
 /// is known; a streamed body keeps coming from a blocking thread.
 pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> {
+    if call.app.app.is_async() {
+        return serve_async(call, request).await;
+    }
+    // HTTP/2's extended CONNECT opens a WebSocket: only async apps take one.
+    if request.extensions().get::<hyper::ext::Protocol>().is_some() {
+        let refusal = Refusal {
+            status: 501,
+            reason: "Not Implemented",
+            detail: "this app takes no WebSockets (they are served by async apps)".to_owned(),
+        };
+        return refused(&call, &request, refusal);
+    }
     let limits = BodyLimits::from(&call.state.limits);
     let declared = request
         .headers()
@@ -145,6 +161,25 @@ pub async fn serve(call: AppCall, request: Request<Incoming>) -> Response<Body> 
     }
 }
 
+/// An async app's request: a WebSocket handshake checked first (a bad one
+/// is refused without the app), then the app, then the socket it accepted.
+async fn serve_async(call: AppCall, mut request: Request<Incoming>) -> Response<Body> {
+    let offer = match websocket::handshake(&request) {
+        websocket::Handshake::None => None,
+        websocket::Handshake::Valid(offer) => Some(offer),
+        websocket::Handshake::Invalid(refusal) => return async_call::refuse_early(&call, &request, refusal),
+    };
+    let on_upgrade = offer.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let protocols = offer.as_ref().map(|offer| offer.protocols.clone());
+    match async_call::serve(call, request, protocols).await {
+        async_call::Answer::Response(response) => response,
+        async_call::Answer::WebSocket(running) => match (offer, on_upgrade) {
+            (Some(offer), Some(on_upgrade)) => websocket::open(*running, offer, on_upgrade),
+            _ => unreachable!("a WebSocket is accepted only where one was offered"),
+        },
+    }
+}
+
 impl AppCall {
     /// Another handle on the same request's facts (the pool job takes one).
     fn clone_ref(&self) -> AppCall {
@@ -169,7 +204,11 @@ impl AppCall {
 fn call_inline(call: &AppCall, parts: &Parts, exchange: HttpExchange) -> Answer {
     let _inflight = on_board(call, parts, 0);
     let mut called = {
-        let _inline = InlineCall::enter(parts.method.as_str(), parts.uri.path(), &call.policy, call.route);
+        let _inline = InlineCall::enter(
+            parts.method.as_str(),
+            parts.uri.path(),
+            Some((&call.policy, call.route)),
+        );
         call_app(call, parts, exchange, Placement::Inline)
     };
     if called.streams() {
@@ -258,7 +297,9 @@ fn call_app(
         Placement::Inline => CallSite::Inline,
         Placement::Pool => CallSite::Pool,
     });
-    let mut called = with_environ(call, parts, |vars, headers| exchange.call(&call.app, vars, headers));
+    let mut called = with_environ(call, parts, |vars, headers, extra| {
+        exchange.call(&call.app, vars, headers, extra)
+    });
     let whole = !called.streams() && !called.sink_mut().streamed();
     let report = CallReport {
         placement,
@@ -336,6 +377,7 @@ fn record(call: &AppCall, method: &Method, uri: &hyper::Uri, version: hyper::Ver
             protocol: protocol(version),
             status: response.status().as_u16(),
             bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+            received: None,
             duration: call.started.elapsed(),
             facts: &call.facts,
         },
@@ -352,6 +394,7 @@ fn log_access(call: &AppCall, parts: &Parts, summary: &Summary) {
             protocol: protocol(parts.version),
             status: summary.status.unwrap_or(0),
             bytes: summary.bytes,
+            received: None,
             duration: call.started.elapsed(),
             facts: &call.facts,
         },

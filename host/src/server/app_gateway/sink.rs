@@ -290,7 +290,9 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
-fn build_response(head: ResponseHead, body: Body) -> Response<Body> {
+/// The hyper response for an app's head (its hop-by-hop headers dropped)
+/// and `body`.
+pub(super) fn build_response(head: ResponseHead, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let reason = head.reason();

@@ -46,7 +46,7 @@ pub fn choose(accept: Option<&HeaderValue>, available: impl Iterator<Item = Enco
     let mut best: Option<(Encoding, u16)> = None;
     for encoding in available {
         let q = quality(accept, encoding.token());
-        if q > 0 && best.map_or(true, |(_, best_q)| q > best_q) {
+        if q > 0 && best.is_none_or(|(_, best_q)| q > best_q) {
             best = Some((encoding, q));
         }
     }

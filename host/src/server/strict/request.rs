@@ -59,7 +59,12 @@ pub fn decoded_path(raw: &str) -> Result<Cow<'_, str>, Refusal> {
 
 /// Checks `request` against every rule above.
 pub fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
-    check_method(request.method())?;
+    // RFC 8441's extended CONNECT (HTTP/2, with `:protocol`) opens a
+    // WebSocket, not a tunnel: its target is an ordinary path.
+    let extended_connect = request.extensions().get::<hyper::ext::Protocol>().is_some();
+    if !extended_connect {
+        check_method(request.method())?;
+    }
     check_host(request)?;
     check_target(request)?;
     check_transfer_encoding(request)?;

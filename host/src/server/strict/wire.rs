@@ -108,9 +108,18 @@ pub struct Verdicts {
     any: AtomicBool,
     refused: Mutex<Vec<(u64, Refusal)>>,
     body: Mutex<Option<Refusal>>,
+    /// The connection switched to another protocol (a WebSocket): its
+    /// bytes are no longer HTTP's, and no longer scanned.
+    switched: AtomicBool,
 }
 
 impl Verdicts {
+    /// The connection switches to another protocol after the current
+    /// response: the scanner stops.
+    pub fn switch_protocols(&self) {
+        self.switched.store(true, Ordering::Release);
+    }
+
     fn refuse(&self, message: u64, violation: &Violation) {
         log::warn!("refused request {} on a connection: {}", message + 1, violation.detail);
         self.refused
@@ -581,6 +590,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.scanner.verdicts.switched.load(Ordering::Acquire) {
+            return result;
+        }
         if let Poll::Ready(Ok(())) = &result {
             if let Err((offset, violation)) = this.scanner.feed(&buf.filled()[before..]) {
                 log::warn!("refused a request body: {violation}");

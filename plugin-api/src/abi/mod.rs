@@ -19,14 +19,23 @@
 //! plugin against its own, longer types. It checks each plugin against the
 //! types of the minor the plugin was built with instead: the current ones
 //! here, and each older minor's changed types in a module of its own
-//! ([`v1_0`]), which never change again.
+//! ([`v1_0`], [`v1_1`]), which never change again.
 //!
 //! What each minor added:
 //! - 1.1: [`Gateway::send_file`], the file body (PEP 3333's
 //!   `wsgi.file_wrapper`).
+//! - 1.2: async apps ([`AppModule::call_async`], [`asynchronous`]: a
+//!   future the host polls, wakers both ways, the request, response and
+//!   WebSocket operations the host offers), [`AppModule::shutdown`], and
+//!   [`Gateway::extra_vars`] (the environ's variables beyond PEP 3333's,
+//!   e.g. mod_ssl's `SSL_CLIENT_*`).
 //!
 //! Nothing here is meant to be used directly: plugin authors use
 //! [`crate::app`], the host uses [`crate::host`].
+
+pub mod asynchronous;
+pub mod v1_0;
+pub mod v1_1;
 
 use abi_stable::{
     declare_root_module_statics,
@@ -35,6 +44,11 @@ use abi_stable::{
     sabi_types::VersionStrings,
     std_types::{RBox, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
     StableAbi,
+};
+
+pub use asynchronous::{
+    AppFuture, AppFuture_TO, AsyncGateway, AsyncGateway_TO, BoxedAppFuture, FfiWaker, FfiWakerVTable, RawPoll,
+    RawWsEvent, RawWsMessage, SharedAsyncGateway,
 };
 
 /// One request header, or one extra environ variable, borrowed from the host.
@@ -124,6 +138,11 @@ pub trait Gateway {
     /// where the connection allows. The host takes its own descriptor
     /// before it returns; the app then returns an empty body.
     fn send_file(&self, fd: i32, offset: u64, len: u64) -> RResult<(), RString>;
+
+    /// Since 1.2: the environ's variables beyond PEP 3333's and the
+    /// request headers (`SSL_CLIENT_VERIFY`, … with mutual TLS), as
+    /// name/value pairs borrowed for the call.
+    fn extra_vars(&self) -> RSlice<'_, RawHeader<'_>>;
 }
 
 /// A streamed response body living in the plugin. Implemented by the plugin
@@ -180,12 +199,21 @@ pub struct AppModule {
     /// logging to the host. Called once, before any request.
     pub init: extern "C" fn(host: HostServices) -> RResult<(), RString>,
 
-    /// Handles one request.
+    /// Handles one request (a sync app; an async app answers 500 here).
     #[sabi(last_prefix_field)]
     pub call: for<'a> extern "C" fn(
         environ: &'a RawEnviron<'a>,
         gateway: Gateway_TO<'a, abi_stable::sabi_types::RRef<'a, ()>>,
     ) -> RawOutcome,
+
+    /// Since 1.2: an async app's entry, `None` for a sync app. The future
+    /// it returns is polled by the host until it completes; dropping it
+    /// cancels the request.
+    pub call_async: Option<extern "C" fn(gateway: SharedAsyncGateway) -> BoxedAppFuture>,
+
+    /// Since 1.2: the worker is stopping and will not call the app again:
+    /// the plugin stops what it runs on its own (its async runtime).
+    pub shutdown: extern "C" fn(),
 }
 
 impl RootModule for AppModule_Ref {
@@ -193,54 +221,4 @@ impl RootModule for AppModule_Ref {
     const BASE_NAME: &'static str = "plugin_app";
     const NAME: &'static str = "plugin-api app";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
-}
-
-/// The types of interface 1.0 that 1.1 changed, frozen: a 1.0 plugin is
-/// checked against these and called through them. (The types 1.1 left
-/// alone are shared.)
-pub mod v1_0 {
-    use super::*;
-
-    /// [`super::Gateway`] as 1.0 had it: without `send_file`.
-    #[sabi_trait]
-    pub trait Gateway {
-        /// See [`super::Gateway::start_response`].
-        fn start_response(
-            &self,
-            status: RStr<'_>,
-            headers: RSlice<'_, RawHeader<'_>>,
-            exc_info: ROption<RStr<'_>>,
-        ) -> RResult<(), RString>;
-
-        /// See [`super::Gateway::write`].
-        fn write(&self, data: RSlice<'_, u8>) -> RResult<(), RString>;
-
-        /// See [`super::Gateway::read_input`].
-        #[sabi(last_prefix_field)]
-        fn read_input(&self, buf: RSliceMut<'_, u8>) -> RResult<usize, RString>;
-    }
-
-    /// [`super::AppModule`] as 1.0 had it: `call` gets a 1.0 gateway.
-    #[repr(C)]
-    #[derive(StableAbi)]
-    #[sabi(kind(Prefix(prefix_ref = AppModule_Ref)))]
-    #[sabi(missing_field(panic))]
-    pub struct AppModule {
-        /// See [`super::AppModule::init`].
-        pub init: extern "C" fn(host: HostServices) -> RResult<(), RString>,
-
-        /// See [`super::AppModule::call`].
-        #[sabi(last_prefix_field)]
-        pub call: for<'a> extern "C" fn(
-            environ: &'a RawEnviron<'a>,
-            gateway: Gateway_TO<'a, abi_stable::sabi_types::RRef<'a, ()>>,
-        ) -> RawOutcome,
-    }
-
-    impl RootModule for AppModule_Ref {
-        declare_root_module_statics! {AppModule_Ref}
-        const BASE_NAME: &'static str = "plugin_app";
-        const NAME: &'static str = "plugin-api app";
-        const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
-    }
 }

@@ -1,19 +1,25 @@
 //! The host's side of the interface: checks a plugin's exported header and
 //! calls the app, without the host touching abi_stable.
 
+mod asynchronous;
+
 use std::ffi::c_void;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use abi_stable::library::{AbiHeader, AbiHeaderRef, LibHeader, LibraryError, RootModule};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::sabi_types::{RRef, VersionNumber};
-use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec};
+use abi_stable::std_types::{RArc, RErr, ROk, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec};
 
 use crate::abi::{
-    v1_0, AppModule_Ref, BoxedBodyStream, Gateway, Gateway_TO, HostServices, RawBody, RawEnviron, RawHeader, RawOutcome,
+    v1_0, v1_1, AppModule_Ref, AsyncGateway_TO, BoxedAppFuture, BoxedBodyStream, Gateway, Gateway_TO, HostServices,
+    RawBody, RawEnviron, RawHeader, RawOutcome,
 };
+use asynchronous::AsyncAdapter;
+pub use asynchronous::{HostAsyncGateway, RunningApp, WsEvent, WsOutgoing};
 
 pub use crate::abi::RawHeader as Header;
 
@@ -93,7 +99,9 @@ pub struct App {
 enum Module {
     /// Built against this host's minor.
     Current(AppModule_Ref),
-    /// Built against 1.0: no file body.
+    /// Built against 1.1: no async apps, no extra variables.
+    V1_1(v1_1::AppModule_Ref),
+    /// Built against 1.0: no file body either.
     V1_0(v1_0::AppModule_Ref),
 }
 
@@ -123,6 +131,7 @@ impl App {
         };
         let init = match module {
             Module::Current(module) => module.init(),
+            Module::V1_1(module) => module.init(),
             Module::V1_0(module) => module.init(),
         };
         init(services)
@@ -139,40 +148,79 @@ impl App {
         self.interface_version.to_string()
     }
 
-    /// Calls the app for one request. Never panics, whatever the app does.
+    /// Calls the app for one request: `extra` holds the environ's
+    /// variables beyond PEP 3333's and the headers (`SSL_CLIENT_*`). Never
+    /// panics, whatever the app does.
     pub fn call(
         &self,
         vars: &RequestVars<'_>,
         headers: &[Header<'_>],
+        extra: &[Header<'_>],
         gateway: &dyn HostGateway,
     ) -> Result<ResponseBody, String> {
-        let raw = RawEnviron {
-            request_method: vars.method.into(),
-            script_name: vars.script_name.into(),
-            path_info: vars.path_info.into(),
-            query_string: vars.query_string.into(),
-            server_name: vars.server_name.into(),
-            server_port: vars.server_port.into(),
-            server_protocol: vars.server_protocol.into(),
-            remote_addr: vars.remote_addr.into(),
-            remote_port: vars.remote_port.into(),
-            url_scheme: vars.url_scheme.into(),
-            headers: headers.into(),
-            multithread: vars.multithread,
-            multiprocess: vars.multiprocess,
-            run_once: vars.run_once,
-            #[cfg(feature = "fixture-layout-change")]
-            layout_change: 0,
-        };
-        let adapter = GatewayAdapter(gateway);
+        let raw = raw_environ(vars, headers);
+        let adapter = GatewayAdapter { gateway, extra };
         let outcome = match self.module {
             Module::Current(module) => (module.call())(&raw, Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque)),
+            Module::V1_1(module) => (module.call())(&raw, v1_1::Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque)),
             Module::V1_0(module) => (module.call())(&raw, v1_0::Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque)),
         };
         match outcome {
             RawOutcome::Body(body) => Ok(ResponseBody::from_raw(body)),
             RawOutcome::Failed(message) => Err(message.into_string()),
         }
+    }
+
+    /// Whether this is an async app (call it with [`App::call_async`]).
+    pub fn is_async(&self) -> bool {
+        self.async_entry().is_some()
+    }
+
+    fn async_entry(&self) -> Option<extern "C" fn(crate::abi::SharedAsyncGateway) -> BoxedAppFuture> {
+        match self.module {
+            Module::Current(module) => module.call_async(),
+            Module::V1_1(_) | Module::V1_0(_) => None,
+        }
+    }
+
+    /// Starts an async app on one request: the future runs the app until
+    /// it is done; dropping it cancels the request. `None` for a sync app.
+    pub fn call_async<G: HostAsyncGateway>(&self, gateway: Arc<G>) -> Option<RunningApp> {
+        let entry = self.async_entry()?;
+        let adapter = AsyncAdapter::new(gateway);
+        let future = entry(AsyncGateway_TO::from_ptr(RArc::new(adapter), TD_Opaque));
+        Some(RunningApp { future: Some(future) })
+    }
+
+    /// The worker is stopping: the plugin stops its own runtime. Once per
+    /// library is enough; more do nothing.
+    pub fn shutdown(&self) {
+        match self.module {
+            Module::Current(module) => (module.shutdown())(),
+            Module::V1_1(_) | Module::V1_0(_) => {}
+        }
+    }
+}
+
+/// The interface's environ for `vars` and `headers`, borrowing them.
+fn raw_environ<'a>(vars: &RequestVars<'a>, headers: &'a [Header<'a>]) -> RawEnviron<'a> {
+    RawEnviron {
+        request_method: vars.method.into(),
+        script_name: vars.script_name.into(),
+        path_info: vars.path_info.into(),
+        query_string: vars.query_string.into(),
+        server_name: vars.server_name.into(),
+        server_port: vars.server_port.into(),
+        server_protocol: vars.server_protocol.into(),
+        remote_addr: vars.remote_addr.into(),
+        remote_port: vars.remote_port.into(),
+        url_scheme: vars.url_scheme.into(),
+        headers: headers.into(),
+        multithread: vars.multithread,
+        multiprocess: vars.multiprocess,
+        run_once: vars.run_once,
+        #[cfg(feature = "fixture-layout-change")]
+        layout_change: 0,
     }
 }
 
@@ -200,10 +248,10 @@ fn check_module(lib_header: &'static LibHeader) -> Result<(Module, VersionNumber
             host: ours.to_string(),
         });
     }
-    let module = if theirs.major == 1 && theirs.minor == 0 {
-        Module::V1_0(lib_header.init_root_module().map_err(CheckError::from_init)?)
-    } else {
-        Module::Current(lib_header.init_root_module().map_err(CheckError::from_init)?)
+    let module = match (theirs.major, theirs.minor) {
+        (1, 0) => Module::V1_0(lib_header.init_root_module().map_err(CheckError::from_init)?),
+        (1, 1) => Module::V1_1(lib_header.init_root_module().map_err(CheckError::from_init)?),
+        _ => Module::Current(lib_header.init_root_module().map_err(CheckError::from_init)?),
     };
     Ok((module, theirs))
 }
@@ -367,7 +415,10 @@ extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
 }
 
 /// Makes a [`HostGateway`] callable from the plugin, catching every panic.
-struct GatewayAdapter<'g>(&'g dyn HostGateway);
+struct GatewayAdapter<'g> {
+    gateway: &'g dyn HostGateway,
+    extra: &'g [Header<'g>],
+}
 
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
@@ -385,7 +436,7 @@ impl Gateway for GatewayAdapter<'_> {
         exc_info: ROption<RStr<'_>>,
     ) -> RResult<(), RString> {
         guarded("start_response", || {
-            self.0.start_response(
+            self.gateway.start_response(
                 status.as_str(),
                 headers.as_slice(),
                 exc_info.into_option().map(|e| e.as_str()),
@@ -393,10 +444,10 @@ impl Gateway for GatewayAdapter<'_> {
         })
     }
     fn write(&self, data: RSlice<'_, u8>) -> RResult<(), RString> {
-        guarded("write", || self.0.write(data.as_slice()))
+        guarded("write", || self.gateway.write(data.as_slice()))
     }
     fn read_input(&self, mut buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
-        guarded("read_input", || self.0.read_input(buf.as_mut_slice()))
+        guarded("read_input", || self.gateway.read_input(buf.as_mut_slice()))
     }
     fn send_file(&self, fd: i32, offset: u64, len: u64) -> RResult<(), RString> {
         guarded("send_file", || {
@@ -409,8 +460,32 @@ impl Gateway for GatewayAdapter<'_> {
             let owned = borrowed
                 .try_clone_to_owned()
                 .map_err(|e| format!("the file body's descriptor {fd} is not usable: {e}"))?;
-            self.0.send_file(std::fs::File::from(owned), offset, len)
+            self.gateway.send_file(std::fs::File::from(owned), offset, len)
         })
+    }
+    fn extra_vars(&self) -> RSlice<'_, RawHeader<'_>> {
+        self.extra.into()
+    }
+}
+
+/// The 1.1 gateway: the same calls, without the extra variables.
+impl v1_1::Gateway for GatewayAdapter<'_> {
+    fn start_response(
+        &self,
+        status: RStr<'_>,
+        headers: RSlice<'_, RawHeader<'_>>,
+        exc_info: ROption<RStr<'_>>,
+    ) -> RResult<(), RString> {
+        Gateway::start_response(self, status, headers, exc_info)
+    }
+    fn write(&self, data: RSlice<'_, u8>) -> RResult<(), RString> {
+        Gateway::write(self, data)
+    }
+    fn read_input(&self, buf: RSliceMut<'_, u8>) -> RResult<usize, RString> {
+        Gateway::read_input(self, buf)
+    }
+    fn send_file(&self, fd: i32, offset: u64, len: u64) -> RResult<(), RString> {
+        Gateway::send_file(self, fd, offset, len)
     }
 }
 
