@@ -24,7 +24,10 @@ run: build
 
 # The tests build with the test-release profile (release without LTO, see
 # Cargo.toml): the host and plugins they run are in target/test-release.
+# host/tests/install-deps first installs what some tests need (Chromium)
+# where it can; those tests skip, saying why, where it cannot.
 test:
+	bash host/tests/install-deps
 	$(CARGO) build --profile test-release --workspace
 	$(CARGO) test --profile test-release --workspace
 
