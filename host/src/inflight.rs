@@ -372,9 +372,19 @@ fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// This thread's id, from the kernel (async-signal-safe).
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
+}
+
+/// This thread's id, asked of the kernel once per thread (polls of async
+/// requests name their thread on every poll).
+fn thread_id() -> i32 {
+    thread_local! {
+        static TID: i32 = gettid();
+    }
+    TID.with(|tid| *tid)
 }
 
 // ---------------------------------------------------------------- worker side
@@ -477,7 +487,7 @@ pub fn enter(facts: &Facts<'_>) -> Entered {
     };
     // SAFETY: this thread owns the slot (its lease), and it is not busy:
     // an `Entered` on this thread would have to be dropped first.
-    let seq = unsafe { slot.fill(facts, gettid()) };
+    let seq = unsafe { slot.fill(facts, thread_id()) };
     let marked = Marked { slot, seq };
     CURRENT.with(|current| current.set(Some(marked)));
     Entered(Some(marked))
@@ -536,7 +546,7 @@ impl Task {
     /// Names this thread as the one running the request, until dropped.
     pub fn polling(&self) -> Polling<'_> {
         if let Some(marked) = &self.marked {
-            marked.slot.tid.store(gettid(), Ordering::Relaxed);
+            marked.slot.tid.store(thread_id(), Ordering::Relaxed);
         }
         Polling(self)
     }

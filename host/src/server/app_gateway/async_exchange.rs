@@ -10,8 +10,8 @@
 //!   each body chunk waits in a one-chunk slot until the connection takes
 //!   it, which is the app's backpressure.
 //! - A WebSocket: offered when the handshake was valid, accepted by the
-//!   app, then two bounded queues to the task that runs the protocol
-//!   (`server::websocket`).
+//!   app, then the queues between the app and the task that runs the
+//!   protocol (`websocket::Queues`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -21,19 +21,15 @@ use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use plugin_api::host::{Header, HostAsyncGateway, PluginBytes, RequestVars, WsEvent, WsOutgoing};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::PollSender;
 
 use super::clock::AppClock;
 use super::input::{self, BodyLimits, Pace, Wait};
 use super::owned_environ::OwnedEnviron;
+use super::websocket::Queues;
 use crate::exchange::Refusal;
 use crate::response_head::{HeadState, ResponseHead};
 use crate::server::header_list::HeaderList;
 use crate::server::strict::wire::Verdicts;
-
-/// Messages queued each way between an app and its WebSocket.
-pub const WS_QUEUE: usize = 16;
 
 /// One async request's shared state.
 pub struct AsyncExchange {
@@ -79,8 +75,8 @@ enum Ws {
     Offered(Vec<String>),
     /// Accepted by the app: the ends the protocol task takes.
     Accepted(Box<Accepted>),
-    /// Accepted and handed to the protocol task: the app's ends.
-    Open(AppEnds),
+    /// Accepted and handed to the protocol task: the queues between them.
+    Open(Arc<Queues>),
 }
 
 /// An accepted WebSocket, until the protocol task takes it.
@@ -89,24 +85,6 @@ pub struct Accepted {
     pub protocol: Option<String>,
     /// The app's extra response headers, checked.
     pub head: ResponseHead,
-}
-
-/// The app's ends of a WebSocket's queues.
-struct AppEnds {
-    inbox: mpsc::Receiver<WsEvent>,
-    outbox: PollSender<WsOutgoing>,
-    close: Option<oneshot::Sender<(u16, String)>>,
-}
-
-/// The protocol task's ends: what it delivers, what it sends, and the
-/// app's close.
-pub struct TaskEnds {
-    /// Messages from the client, to the app.
-    pub inbox: mpsc::Sender<WsEvent>,
-    /// Messages from the app, to the client.
-    pub outbox: mpsc::Receiver<WsOutgoing>,
-    /// The app's close handshake.
-    pub close: oneshot::Receiver<(u16, String)>,
 }
 
 impl AsyncExchange {
@@ -204,34 +182,22 @@ impl AsyncExchange {
         }
     }
 
-    /// The WebSocket the app accepted, and the protocol task's ends of its
-    /// queues (once); the app's ends stay here.
-    pub fn take_accepted(&self) -> Option<(Accepted, TaskEnds)> {
+    /// The WebSocket the app accepted, and the queues between the app and
+    /// the protocol task (once).
+    pub fn take_accepted(&self) -> Option<(Accepted, Arc<Queues>)> {
         let mut state = self.state();
         let Ws::Accepted(_) = state.ws else {
             return None;
         };
-        let (inbox_tx, inbox_rx) = mpsc::channel(WS_QUEUE);
-        let (outbox_tx, outbox_rx) = mpsc::channel(WS_QUEUE);
-        let (close_tx, close_rx) = oneshot::channel();
-        let app_ends = AppEnds {
-            inbox: inbox_rx,
-            outbox: PollSender::new(outbox_tx),
-            close: Some(close_tx),
-        };
-        let Ws::Accepted(accepted) = std::mem::replace(&mut state.ws, Ws::Open(app_ends)) else {
+        let queues = Arc::new(Queues::default());
+        let Ws::Accepted(accepted) = std::mem::replace(&mut state.ws, Ws::Open(queues.clone())) else {
             unreachable!("checked above");
         };
         // An app waiting on the socket before it opened tries again.
         if let Some(waiting) = state.sender.take() {
             waiting.wake();
         }
-        let ends = TaskEnds {
-            inbox: inbox_tx,
-            outbox: outbox_rx,
-            close: close_rx,
-        };
-        Some((*accepted, ends))
+        Some((*accepted, queues))
     }
 
     /// Whether the app accepted a WebSocket that is not handed on yet.
@@ -387,12 +353,8 @@ impl HostAsyncGateway for AsyncExchange {
 
     fn poll_ws_recv(&self, cx: &mut Context<'_>) -> Poll<WsEvent> {
         let mut state = self.state();
-        match &mut state.ws {
-            Ws::Open(ends) => match ends.inbox.poll_recv(cx) {
-                Poll::Ready(Some(event)) => Poll::Ready(event),
-                Poll::Ready(None) => Poll::Ready(WsEvent::Gone),
-                Poll::Pending => Poll::Pending,
-            },
+        match &state.ws {
+            Ws::Open(queues) => queues.poll_recv(cx),
             // Accepted, not yet handed to the protocol task: soon.
             Ws::Accepted(_) => {
                 state.sender = Some(cx.waker().clone());
@@ -404,11 +366,8 @@ impl HostAsyncGateway for AsyncExchange {
 
     fn poll_ws_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
         let mut state = self.state();
-        match &mut state.ws {
-            Ws::Open(ends) => ends
-                .outbox
-                .poll_reserve(cx)
-                .map_err(|_| "the WebSocket is closed".to_owned()),
+        match &state.ws {
+            Ws::Open(queues) => queues.poll_send_ready(cx).map_err(|e| e.to_string()),
             Ws::Accepted(_) => {
                 state.sender = Some(cx.waker().clone());
                 Poll::Pending
@@ -418,12 +377,8 @@ impl HostAsyncGateway for AsyncExchange {
     }
 
     fn ws_send(&self, message: WsOutgoing) -> Result<(), String> {
-        let mut state = self.state();
-        match &mut state.ws {
-            Ws::Open(ends) => ends
-                .outbox
-                .send_item(message)
-                .map_err(|_| "the WebSocket is closed (or the send was not awaited)".to_owned()),
+        match &self.state().ws {
+            Ws::Open(queues) => queues.send(message).map_err(|e| e.to_string()),
             _ => Err("no WebSocket is open".to_owned()),
         }
     }
@@ -437,14 +392,8 @@ impl HostAsyncGateway for AsyncExchange {
         if reason.len() > 123 {
             return Err("a close reason is at most 123 bytes".to_owned());
         }
-        let mut state = self.state();
-        match &mut state.ws {
-            Ws::Open(ends) => match ends.close.take() {
-                Some(close) => close
-                    .send((code, reason.to_owned()))
-                    .map_err(|_| "the WebSocket is closed".to_owned()),
-                None => Ok(()), // closing already
-            },
+        match &self.state().ws {
+            Ws::Open(queues) => queues.close(code, reason.to_owned()).map_err(|e| e.to_string()),
             _ => Err("no WebSocket is open".to_owned()),
         }
     }
