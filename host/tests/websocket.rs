@@ -167,6 +167,61 @@ fn unanswered_pings_close_the_socket_and_answered_ones_keep_it() {
     });
 }
 
+#[test]
+fn idle_sockets_are_closed_with_1001_and_busy_ones_kept() {
+    let server = server(&["--ws-idle-timeout", "1s", "--ws-ping-interval", "0"]);
+    let addr = server.addr;
+    runtime().block_on(async move {
+        // Messages every 300 ms for 3 s: three idle timeouts' worth.
+        let mut busy = ws::connect(addr, "/ws").await;
+        let mut idle = ws::connect(addr, "/ws").await;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            busy.send(Message::text("busy")).await.unwrap();
+            assert_eq!(ws::next_message(&mut busy).await, Some(Message::text("busy")));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), ws::next_message(&mut idle)).await {
+            Ok(Some(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+            other => panic!("the idle socket should have got 1001, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn bursts_come_back_whole_and_in_order_past_the_queues_and_a_full_socket() {
+    let server = server(&[]);
+    let addr = server.addr;
+    runtime().block_on(async move {
+        let socket = ws::connect(addr, "/ws").await;
+        let (mut sink, mut stream) = futures_util::StreamExt::split(socket);
+        // 2,000 messages of 8 KiB (16 MB) sent without waiting, far more
+        // than the 16 queued each way and than the sockets' buffers: the
+        // server must stop reading while the app's queue is full, and stop
+        // taking the app's messages while the socket is, then go on.
+        const COUNT: usize = 2_000;
+        let message = |i: usize| {
+            let mut text = format!("{i}:");
+            text.extend(std::iter::repeat_n('x', 8192 - text.len()));
+            Message::text(text)
+        };
+        let sending = tokio::spawn(async move {
+            for i in 0..COUNT {
+                sink.feed(message(i)).await.unwrap();
+            }
+            sink.flush().await.unwrap();
+        });
+        for i in 0..COUNT {
+            let got = tokio::time::timeout(Duration::from_secs(30), ws::next_message(&mut stream))
+                .await
+                .unwrap_or_else(|_| panic!("message {i} never came back"));
+            assert_eq!(got, Some(message(i)), "message {i}");
+        }
+        sending.await.unwrap();
+    });
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
 /// Opens a socket to `addr`, and checks it echoes.
 async fn open(addr: SocketAddr) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     let mut socket = ws::connect(addr, "/ws").await;

@@ -15,9 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// The next data or close message (pings and pongs skipped).
-pub async fn next_message<S>(socket: &mut WebSocketStream<S>) -> Option<Message>
+pub async fn next_message<S>(socket: &mut S) -> Option<Message>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     use futures_util::StreamExt;
     loop {
