@@ -11,10 +11,10 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use host::app_spec::AppSpec;
-use host::exchange::{Chunk, Exchange, ResponseSink};
-use host::loader::{self, LoadedApp};
-use host::response_head::ResponseHead;
+use host::plugin::app_spec::AppSpec;
+use host::plugin::exchange::{Chunk, Exchange, ResponseSink};
+use host::plugin::loader::{self, LoadedApp};
+use host::plugin::response_head::ResponseHead;
 use plugin_api::host::{Header, RequestVars};
 
 /// Calls per timed round, and rounds (the median is reported).

@@ -7,10 +7,10 @@ use std::io::{self, Read, Write};
 
 use plugin_api::host::{Header, RequestVars};
 
-use crate::exchange::{Chunk, Exchange, ResponseSink, Summary};
-use crate::loader::LoadedApp;
 use crate::open_file::READ_CHUNK;
-use crate::response_head::ResponseHead;
+use crate::plugin::exchange::{Chunk, Exchange, ResponseSink, Summary};
+use crate::plugin::loader::LoadedApp;
+use crate::plugin::response_head::ResponseHead;
 
 /// Runs `app` once for the CGI request described by `env`, reading the body
 /// from `stdin` and writing the response to `stdout`.

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::app_spec::AppSpec;
 use crate::commands;
 use crate::config::options::PluginDirs;
 use crate::config::{Options, Seconds};
+use crate::plugin::app_spec::AppSpec;
 
 /// A native application server: serves cdylib apps (the WSGI idea, in Rust)
 /// and a static site over HTTP.

@@ -1,12 +1,10 @@
 //! The `host` application server as a library; `main.rs` is a thin shell.
 //!
-//! - [`app_spec`]: the `LIB:SYMBOL` argument and the plugin path.
-//! - [`library_file`]: checks on a library file before it is copied or opened.
-//! - [`loader`]: opening a library and checking its app (refusals included).
+//! - [`plugin`]: an app's library: finding, checking and loading it, and
+//!   one request/response with it over any transport.
 //! - [`inflight`]: which requests a worker runs, readable by its master.
 //! - [`inherited`]: what a parent passed in the environment (sockets, fds).
-//! - [`response_head`]: `start_response`'s rules.
-//! - [`exchange`]: one request/response with an app, over any transport.
+//! - [`header_list`]: name/value pairs kept in one buffer.
 //! - [`open_file`]: files being served (in memory, read, or `sendfile`d).
 //! - [`cgi`]: CGI mode.
 //! - [`config`]: every option, declared once, and where values come from.
@@ -16,20 +14,17 @@
 //! - [`error`]: failures and the exit codes they map to.
 //! - [`commands`]: what each subcommand does; [`cli`]: the command line.
 
-pub mod app_spec;
 pub(crate) mod cgi;
 pub mod cli;
 pub(crate) mod commands;
 pub(crate) mod config;
 pub(crate) mod error;
-pub mod exchange;
+pub(crate) mod header_list;
 pub(crate) mod inflight;
 pub(crate) mod inherited;
-pub(crate) mod library_file;
-pub mod loader;
 pub(crate) mod logging;
 pub(crate) mod open_file;
-pub mod response_head;
+pub mod plugin;
 pub(crate) mod server;
 pub(crate) mod signals;
 pub(crate) mod supervisor;

@@ -35,7 +35,7 @@ const PROVEN: usize = 16;
 const DEMOTED: &str = "/mixed: an inline call took";
 
 /// Shows `call_policy`'s debug lines (see [`DEMOTED`]).
-const LOG_DEMOTIONS: &str = "info,host::server::call_policy=debug";
+const LOG_DEMOTIONS: &str = "info,host::server::app_gateway::call_policy=debug";
 
 /// `/mixed`'s `n` chunks, as `?stream=<n>` sends them.
 fn chunks(n: usize) -> String {

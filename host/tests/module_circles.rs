@@ -1,9 +1,14 @@
-//! No import circles between sibling modules, in the host and plugin-api
-//! crates: for every two modules under the same parent (at any depth), `a`
-//! naming something of `b` through a `crate::` or `super::` path (outside
-//! comments and test modules) while `b` names something of `a` fails the
-//! test. A parent using its children, or a child its parent, is structure,
-//! not a circle.
+//! The host's layers, as docs/design.md draws them, and no import circles.
+//!
+//! - No circles between sibling modules, in the host and plugin-api crates:
+//!   for every two modules under the same parent (at any depth), `a`
+//!   naming something of `b` through a `crate::` or `super::` path
+//!   (outside comments and test modules) while `b` names something of `a`
+//!   fails. A parent using its children, or a child its parent, is
+//!   structure, not a circle.
+//! - Layers: the children of the host crate, and those of `server`, each
+//!   sit in a layer ([`CRATE_LAYERS`], [`SERVER_LAYERS`]); a module names
+//!   modules of its own layer or of the layers below, never one above.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -80,8 +85,9 @@ fn references(me: &Module, text: &str) -> Vec<Module> {
     found
 }
 
-/// The sibling pairs that name each other in the crate at `root`.
-fn circles(root: &Path) -> Vec<(String, String)> {
+/// Which sibling names which (as `a::b::c` module paths joined with
+/// `::`), in the crate at `root`.
+fn sibling_edges(root: &Path) -> BTreeSet<(String, String)> {
     let mut files = Vec::new();
     sources(root, &mut files);
     let modules: BTreeMap<Module, String> = files
@@ -103,6 +109,12 @@ fn circles(root: &Path) -> Vec<(String, String)> {
             }
         }
     }
+    edges
+}
+
+/// The sibling pairs that name each other in the crate at `root`.
+fn circles(root: &Path) -> Vec<(String, String)> {
+    let edges = sibling_edges(root);
     edges
         .iter()
         .filter(|(a, b)| a < b && edges.contains(&(b.clone(), a.clone())))
@@ -134,4 +146,71 @@ fn a_circle_is_found() {
     let found = circles(&root);
     std::fs::remove_dir_all(&root).unwrap();
     assert_eq!(found, [("server::a".to_owned(), "server::b".to_owned())]);
+}
+
+/// The host crate's modules, by layer from the top.
+const CRATE_LAYERS: &[&[&str]] = &[
+    &["main", "cli"],
+    &["commands"],
+    &["supervisor"],
+    &["server", "cgi"],
+    &["config", "inflight"],
+    &["plugin"],
+    &["error", "logging", "signals", "inherited", "open_file", "header_list"],
+];
+
+/// `host::server`'s modules, by layer from the top.
+const SERVER_LAYERS: &[&[&str]] = &[
+    &["server::accept", "server::startup", "server::memory"],
+    &["server::request"],
+    &["server::app_gateway", "server::static_site"],
+    &["server::state"],
+    &["server::observe"],
+    &["server::http"],
+    &["server::net"],
+    &["server::streams"],
+];
+
+/// The imports in `edges` between modules of `layers` that go up a layer,
+/// and the modules under `parent` no layer names.
+fn against_layers(edges: &BTreeSet<(String, String)>, layers: &[&[&str]], parent: &str) -> Vec<String> {
+    let rank = |module: &str| layers.iter().position(|layer| layer.contains(&module));
+    let depth = |module: &str| module.matches("::").count();
+    let under = |module: &str| match parent {
+        "" => depth(module) == 0,
+        parent => module.starts_with(&format!("{parent}::")) && depth(module) == depth(parent) + 1,
+    };
+    let mut found = Vec::new();
+    for (from, to) in edges.iter().filter(|(from, _)| under(from)) {
+        match (rank(from), rank(to)) {
+            (Some(a), Some(b)) if b < a => found.push(format!("{from} (layer {a}) names {to} (layer {b})")),
+            (None, _) => found.push(format!("{from} is in no layer")),
+            (_, None) => found.push(format!("{to} is in no layer")),
+            _ => {}
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn every_module_names_only_its_own_layer_or_those_below() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let edges = sibling_edges(&root);
+    let mut found = against_layers(&edges, CRATE_LAYERS, "");
+    found.extend(against_layers(&edges, SERVER_LAYERS, "server"));
+    assert!(found.is_empty(), "against the layers:\n{}", found.join("\n"));
+}
+
+#[test]
+fn an_import_up_a_layer_is_found() {
+    let edges = BTreeSet::from([
+        ("server::http".to_owned(), "server::net".to_owned()),
+        ("server::net".to_owned(), "server::request".to_owned()),
+    ]);
+    assert_eq!(
+        against_layers(&edges, SERVER_LAYERS, "server"),
+        ["server::net (layer 6) names server::request (layer 1)"]
+    );
 }

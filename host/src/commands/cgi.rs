@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use crate::app_spec::AppSpec;
+use crate::cgi;
 use crate::error::Failure;
-use crate::{cgi, loader};
+use crate::plugin::app_spec::AppSpec;
+use crate::plugin::loader;
 
 /// Loads the app and answers the CGI request in the environment; exit 0
 /// even when the app failed (the client got a 500).

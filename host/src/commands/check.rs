@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::app_spec::AppSpec;
 use crate::error::Failure;
-use crate::loader;
+use crate::plugin::app_spec::AppSpec;
+use crate::plugin::loader;
 use crate::supervisor::probe;
 
 /// Checks `spec` in a child process (or, with `in_process`, here).

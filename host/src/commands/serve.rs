@@ -8,8 +8,9 @@ use tokio::sync::watch;
 
 use crate::config::{layers, Options};
 use crate::error::Failure;
-use crate::server::startup::{block_on_runtime, listen, server_state};
-use crate::server::{self, Retire, StopLevel};
+use crate::server::startup::{self, block_on_runtime, listen};
+use crate::server::state::Retire;
+use crate::server::{self, StopLevel};
 use crate::signals::{Event, Signals};
 use crate::supervisor;
 
@@ -41,11 +42,11 @@ fn run_single(options: &Options) -> Result<(), Failure> {
     let retire: Retire = Arc::new(|reason| {
         log::warn!("{reason}; with --workers 0 nothing can replace this process (use worker processes)")
     });
-    let state = Arc::new(server_state(options, retire, None)?);
+    let handler = Arc::new(startup::handler(options, retire, None)?);
     block_on_runtime(options, async {
         let listeners = listen(options)?;
         for listener in &listeners {
-            let url = crate::server::tls::public_url(listener.url(), options.tls_files().is_some());
+            let url = crate::server::net::tls::public_url(listener.url(), options.tls_files().is_some());
             log::info!("serving on {url}");
             println!("Serving on {url}");
         }
@@ -63,7 +64,7 @@ fn run_single(options: &Options) -> Result<(), Failure> {
                 };
             }
         });
-        server::serve(listeners, state, stop_rx).await;
+        server::serve(listeners, handler, stop_rx).await;
         Ok(())
     })
 }

@@ -11,7 +11,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::values::{mount_table, one_or_many, AccessLogFormat, BindAddr, Mount, ProxyNet, Seconds, Size};
-use crate::app_spec::{default_plugin_dirs, AppSpec};
+use crate::plugin::app_spec::{default_plugin_dirs, AppSpec};
 
 /// The default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::app_spec::AppSpec;
+use crate::plugin::app_spec::AppSpec;
 
 /// Where to listen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +119,8 @@ impl FromStr for Mount {
             .ok_or_else(|| format!("'{text}' is not a mount: write PREFIX=LIB:SYMBOL, e.g. /time=ctime:application"))?;
         Mount::new(
             prefix,
-            app.parse().map_err(|e: crate::app_spec::SpecError| e.to_string())?,
+            app.parse()
+                .map_err(|e: crate::plugin::app_spec::SpecError| e.to_string())?,
         )
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::drain::Drain;
+use crate::server::net::drain::Drain;
 
 /// malloc arenas per process (glibc's default is eight per core).
 const ARENAS: libc::c_int = 2;

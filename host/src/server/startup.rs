@@ -8,18 +8,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::access_log::AccessLog;
-use super::app_gateway::threads::AppThreads;
-use super::connection::{inherited_sockets, Listener};
-use super::forwarded::TrustedProxies;
-use super::metrics::ServerMetrics;
-use super::router::{MountedApp, Router};
+use super::request::budget::RequestBudget;
+use super::request::handler::Handler;
+use super::state::app_threads::AppThreads;
+use super::state::{Retire, ServerState};
 use super::static_site::StaticSite;
-use super::{RequestBudget, Retire, ServerState};
-use crate::app_spec::LibraryRef;
 use crate::config::{default_workers, Options};
 use crate::error::Failure;
-use crate::loader::{self, LoadedApp};
+use crate::plugin::app_spec::LibraryRef;
+use crate::plugin::loader::{self, LoadedApp};
+use crate::server::http::forwarded::TrustedProxies;
+use crate::server::net::listener::{inherited_sockets, Listener};
+use crate::server::observe::access_log::AccessLog;
+use crate::server::observe::metrics::ServerMetrics;
+use crate::server::request::router::{MountedApp, Router};
 
 /// At least this many runtime threads per process: an app call that runs
 /// inline and turns slow holds one, and the other keeps every other
@@ -87,9 +89,9 @@ pub fn listen(options: &Options) -> Result<Vec<Listener>, Failure> {
     }
 }
 
-/// Loads the apps and opens the static site; `request_limit` is this
-/// process's `--max-requests` (jitter drawn).
-pub fn server_state(options: &Options, retire: Retire, request_limit: Option<u64>) -> Result<ServerState, Failure> {
+/// Loads the apps and opens the static site: what the process serves its
+/// requests with; `request_limit` is its `--max-requests` (jitter drawn).
+pub fn handler(options: &Options, retire: Retire, request_limit: Option<u64>) -> Result<Handler, Failure> {
     let mut loaded: HashMap<String, Arc<LoadedApp>> = HashMap::new();
     let mut mounts = Vec::new();
     for mount in options.apps() {
@@ -123,19 +125,22 @@ pub fn server_state(options: &Options, retire: Retire, request_limit: Option<u64
         .map(StaticSite::new)
         .transpose()
         .map_err(Failure::input)?;
-    Ok(ServerState {
-        router: Router::new(mounts, site),
+    let state = ServerState {
         limits: options.limits.clone(),
         access_log: Arc::new(AccessLog::new(options.access_log_format)),
         drain: Arc::default(),
         proxies: TrustedProxies::new(&options.forwarded_allow_ips),
         proxy_protocol: options.proxy_protocol,
-        tls: super::tls::configured(options).map_err(Failure::input)?,
+        tls: crate::server::net::tls::configured(options).map_err(Failure::input)?,
         http2: !options.no_http2,
         metrics: ServerMetrics::new(options.apps().iter().map(|m| m.prefix.as_str())),
         retire,
-        request_budget: RequestBudget::new(request_limit),
-        quarantined: Arc::default(),
         app_threads: AppThreads::new(options.threads, options.max_queued, options.queue_timeout.0),
+    };
+    Ok(Handler {
+        state: Arc::new(state),
+        router: Router::new(mounts, site),
+        quarantined: Arc::default(),
+        budget: RequestBudget::new(request_limit),
     })
 }

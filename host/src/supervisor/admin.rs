@@ -30,9 +30,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::arbiter::SystemdState;
-use crate::server::body::Body;
-use crate::server::connection::Listener;
-use crate::server::metrics::{Snapshot, LATENCY_BUCKETS};
+use crate::server::http::body::Body;
+use crate::server::net::listener::Listener;
+use crate::server::observe::metrics::{Snapshot, LATENCY_BUCKETS};
 
 /// Where the master stands, as the admin endpoints report it.
 #[derive(Debug, Default)]

@@ -25,13 +25,13 @@ use super::probe;
 use super::process::{send_signal, spawn_worker, Spawned};
 use super::quarantine::QuarantinePolicy;
 use super::staging::{Stage, StageError};
-use crate::app_spec::LibraryRef;
 use crate::config::{BindAddr, Options};
 use crate::error::Failure;
 use crate::inflight::{self, Board};
-use crate::server::access_log::{AccessLog, Entry, RequestFacts};
-use crate::server::connection::{bind_socket, inherited_sockets, socket_url, Listener};
-use crate::server::request_id::RequestId;
+use crate::plugin::app_spec::LibraryRef;
+use crate::server::http::request_id::RequestId;
+use crate::server::net::listener::{bind_socket, inherited_sockets, socket_url, Listener};
+use crate::server::observe::access_log::{AccessLog, Entry, RequestFacts};
 use crate::server::static_site::StaticSite;
 use crate::signals::{Event as Signal, Signals};
 
@@ -283,7 +283,8 @@ impl Master {
             }
             Action::Announce => {
                 for socket in &self.sockets {
-                    let url = crate::server::tls::public_url(socket_url(socket), self.options.tls_files().is_some());
+                    let url =
+                        crate::server::net::tls::public_url(socket_url(socket), self.options.tls_files().is_some());
                     log::info!("serving on {url} with {} workers", self.options.workers);
                     println!("Serving on {url}");
                 }
@@ -505,14 +506,14 @@ async fn prepare_generation(
 
 /// Reads the certificate and key, if any, as a worker will.
 fn check_tls_files(options: &Options) -> Result<(), Failure> {
-    crate::server::tls::configured(options)
+    crate::server::net::tls::configured(options)
         .map(drop)
         .map_err(Failure::input)
 }
 
 /// Finds and stages one app's library: (the user's file, its staged copy).
 fn stage_library(
-    spec: &crate::app_spec::AppSpec,
+    spec: &crate::plugin::app_spec::AppSpec,
     plugin_dirs: &[PathBuf],
     stage: &Stage,
     limit: u64,

@@ -9,7 +9,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use serde::{Deserialize, Serialize};
 
 use super::quarantine::Scope;
-use crate::server::metrics::Snapshot;
+use crate::server::observe::metrics::Snapshot;
 
 /// A worker's message to its master.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

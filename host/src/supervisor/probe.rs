@@ -14,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use super::process::{describe_exit, signal_name};
-use crate::app_spec::AppSpec;
 use crate::error::Failure;
+use crate::plugin::app_spec::AppSpec;
 
 /// The most of a probe's stdout or stderr kept (a constructor may print
 /// without end).

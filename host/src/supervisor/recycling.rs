@@ -7,8 +7,8 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use crate::server::metrics::resident_bytes;
-use crate::server::Retire;
+use crate::server::observe::metrics::resident_bytes;
+use crate::server::state::Retire;
 
 /// How often resident memory is looked at (only with a limit set).
 const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(1);

@@ -3,7 +3,7 @@
 //! then never touch a running worker's mapping, and a changed library always
 //! gets a new path, so dlopen never hands back cached old code (see the
 //! README's "Worker processes"). Only a regular file no larger than the
-//! limit, with complete ELF headers, is copied ([`crate::library_file`]):
+//! limit, with complete ELF headers, is copied ([`crate::plugin::library_file`]):
 //! a FIFO, `/dev/zero` or a truncated build is refused in one line.
 
 use std::fs;
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::library_file::{self, FileProblem};
+use crate::plugin::library_file::{self, FileProblem};
 
 /// The copy buffer: small, so staging never grows the heap.
 const COPY_BUFFER: usize = 64 << 10;

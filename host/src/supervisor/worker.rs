@@ -17,9 +17,11 @@ use super::notify::{self, MasterLink, MasterMessage, WorkerMessage};
 use super::recycling;
 use crate::config::layers;
 use crate::error::Failure;
-use crate::server::quarantined::Quarantined;
-use crate::server::startup::{block_on_runtime, listen, server_state};
-use crate::server::{self, Retire, StopLevel};
+use crate::server::request::handler::Handler;
+use crate::server::request::quarantined::Quarantined;
+use crate::server::startup::{self, block_on_runtime, listen};
+use crate::server::state::Retire;
+use crate::server::{self, StopLevel};
 use crate::signals::{Event, Signals};
 
 /// How often a worker reports its figures (only with `--admin-bind`).
@@ -55,7 +57,7 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
         })
     };
     let request_limit = recycling::request_limit(options.max_requests, options.max_requests_jitter);
-    let state = Arc::new(server_state(&options, retire.clone(), request_limit)?);
+    let handler = Arc::new(startup::handler(&options, retire.clone(), request_limit)?);
     block_on_runtime(&options.clone(), async move {
         let listeners = listen(&options)?;
         let mut signals = Signals::install().map_err(|e| Failure::internal(format!("cannot handle signals: {e}")))?;
@@ -77,22 +79,22 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
             }
         });
         if let Some(reader) = link.reader() {
-            tokio::spawn(follow_master(reader, state.quarantined.clone()));
+            tokio::spawn(follow_master(reader, handler.quarantined.clone()));
         }
         if options.max_worker_memory.0 > 0 {
             tokio::spawn(recycling::watch_memory(options.max_worker_memory.0, retire));
         }
         let reporting = options.admin_bind.is_some();
         if reporting {
-            tokio::spawn(report_metrics(link.clone(), state.clone()));
+            tokio::spawn(report_metrics(link.clone(), handler.clone()));
         }
         link.send(WorkerMessage::Ready);
         log::info!("worker pid {} ready", std::process::id());
-        server::serve(listeners, state.clone(), stop_rx).await;
+        server::serve(listeners, handler.clone(), stop_rx).await;
         if reporting {
             // The last report: everything this worker served is counted
             // before it exits (the master reads it before the exit).
-            link.send(WorkerMessage::Metrics(Box::new(state.snapshot())));
+            link.send(WorkerMessage::Metrics(Box::new(handler.snapshot())));
         }
         Ok(if retired.load(Ordering::SeqCst) {
             EXIT_RETIRED as u8
@@ -103,9 +105,9 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
 }
 
 /// Sends the master this worker's figures every second, for `/metrics`.
-async fn report_metrics(link: Arc<MasterLink>, state: Arc<server::ServerState>) {
+async fn report_metrics(link: Arc<MasterLink>, handler: Arc<Handler>) {
     loop {
-        link.send(WorkerMessage::Metrics(Box::new(state.snapshot())));
+        link.send(WorkerMessage::Metrics(Box::new(handler.snapshot())));
         tokio::time::sleep(METRICS_EVERY).await;
     }
 }

@@ -36,14 +36,14 @@ use super::input::{self, BodyLimits};
 use super::owned_environ::OwnedEnviron;
 use super::sink::build_response;
 use super::AppCall;
-use crate::exchange::{self, Refusal};
 use crate::inflight;
-use crate::response_head::ResponseHead;
-use crate::server::access_log::{target_of, Entry};
-use crate::server::body::Body;
-use crate::server::metrics::CallSite;
-use crate::server::responses;
-use crate::server::stuck_calls::InlineCall;
+use crate::plugin::exchange::{self, Refusal};
+use crate::plugin::response_head::ResponseHead;
+use crate::server::app_gateway::stuck_calls::InlineCall;
+use crate::server::http::body::Body;
+use crate::server::http::responses;
+use crate::server::observe::access_log::{target_of, Entry};
+use crate::server::observe::metrics::CallSite;
 
 /// What an async app made of a request: a response (its head, the body to
 /// come), or a WebSocket it accepted, to open.
@@ -340,7 +340,7 @@ impl Running {
     }
 
     fn describe(&self) -> String {
-        let script_name = crate::server::router::script_name(&self.call.mount);
+        let script_name = super::environ::script_name(&self.call.mount);
         exchange::describe(self.method.as_str(), script_name, &self.call.path_info, &self.call.app)
     }
 

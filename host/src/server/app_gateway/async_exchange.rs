@@ -26,10 +26,10 @@ use super::clock::AppClock;
 use super::input::{self, BodyLimits, Pace, Wait};
 use super::owned_environ::OwnedEnviron;
 use super::websocket::Queues;
-use crate::exchange::Refusal;
-use crate::response_head::{HeadState, ResponseHead};
-use crate::server::header_list::HeaderList;
-use crate::server::strict::wire::Verdicts;
+use crate::header_list::HeaderList;
+use crate::plugin::exchange::Refusal;
+use crate::plugin::response_head::{HeadState, ResponseHead};
+use crate::server::http::strict::wire::Verdicts;
 
 /// One async request's shared state.
 pub struct AsyncExchange {
@@ -339,7 +339,7 @@ impl HostAsyncGateway for AsyncExchange {
         if state.head.is_started() {
             return Err("a response was started: the WebSocket cannot be accepted".to_owned());
         }
-        let head = crate::response_head::with_checked_headers(
+        let head = crate::plugin::response_head::with_checked_headers(
             101,
             "Switching Protocols",
             headers.iter().map(|h| (h.name(), h.value())),

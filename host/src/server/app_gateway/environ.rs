@@ -8,7 +8,7 @@ use hyper::Version;
 use plugin_api::host::{Header, RequestVars};
 
 use super::AppCall;
-use crate::server::{request_id, router};
+use crate::server::http::request_id;
 
 /// Builds the environ from the request and hands it to `f`: the variables,
 /// the headers, and the variables beyond those (`SSL_CLIENT_*`).
@@ -59,7 +59,7 @@ pub fn with_environ<R>(
     };
     let vars = RequestVars {
         method: parts.method.as_str(),
-        script_name: router::script_name(&call.mount),
+        script_name: script_name(&call.mount),
         path_info: &call.path_info,
         query_string: parts.uri.query().unwrap_or_default(),
         server_name: &conn.server_name,
@@ -90,6 +90,16 @@ fn joined_cookies(headers: &hyper::HeaderMap) -> Option<String> {
         joined.push_str(&String::from_utf8_lossy(field.as_bytes()));
     }
     Some(joined)
+}
+
+/// `SCRIPT_NAME` for a mount prefix (empty at the root and for suffix
+/// patterns, whose app sees the whole path).
+pub fn script_name(prefix: &str) -> &str {
+    if prefix == "/" || prefix.starts_with('*') {
+        ""
+    } else {
+        prefix
+    }
 }
 
 /// `SERVER_PROTOCOL` for a hyper version.

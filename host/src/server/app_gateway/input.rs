@@ -29,8 +29,8 @@ use tokio::runtime::Handle;
 
 use super::clock::AppClock;
 use crate::config::Limits;
-use crate::exchange::{Refusal, RequestBody};
-use crate::server::strict::wire::Verdicts;
+use crate::plugin::exchange::{Refusal, RequestBody};
+use crate::server::http::strict::wire::Verdicts;
 
 /// Pieces smaller than this are copied together rather than kept as the
 /// slices of read buffers they arrive as.

@@ -1,7 +1,7 @@
 //! Serving a request with an app over HTTP. The body is read first (up to
 //! `--body-buffer-size`, [`input`]); the app is then called inline on the
 //! runtime thread or on one of the worker's app threads ([`threads`]), as
-//! [`call_policy`](super::call_policy) decides; its answer goes back
+//! [`call_policy`](crate::server::app_gateway::call_policy) decides; its answer goes back
 //! through an [`HttpSink`](sink::HttpSink). A request gets 504 once it has
 //! been inside the app for `--timeout` by its [`AppClock`](clock::AppClock),
 //! which does not count time spent waiting for the client.
@@ -13,12 +13,13 @@
 
 pub mod async_call;
 pub mod async_exchange;
+pub mod call_policy;
 pub mod clock;
 pub mod environ;
 pub mod input;
 pub mod owned_environ;
 pub mod sink;
-pub mod threads;
+pub mod stuck_calls;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -34,18 +35,19 @@ use self::clock::AppClock;
 use self::environ::{protocol, with_environ};
 use self::input::{BodyLimits, BodyReader};
 use self::sink::{Delivery, HttpSink};
-use self::threads::Busy;
-use super::access_log::{target_of, Entry, RequestFacts};
-use super::body::Body;
-use super::call_policy::{CallPolicy, CallReport, Placement, RouteId};
-use super::connection::ConnInfo;
-use super::metrics::CallSite;
-use super::strict::wire::Verdicts;
-use super::stuck_calls::InlineCall;
-use super::{responses, router, ServerState};
-use crate::exchange::{self, Called, Exchange, Refusal, Summary};
 use crate::inflight;
-use crate::loader::LoadedApp;
+use crate::plugin::exchange::{self, Called, Exchange, Refusal, Summary};
+use crate::plugin::loader::LoadedApp;
+use crate::server::app_gateway::call_policy::{CallPolicy, CallReport, Placement, RouteId};
+use crate::server::app_gateway::stuck_calls::InlineCall;
+use crate::server::http::body::Body;
+use crate::server::http::responses;
+use crate::server::http::strict::wire::Verdicts;
+use crate::server::net::listener::ConnInfo;
+use crate::server::observe::access_log::{target_of, Entry, RequestFacts};
+use crate::server::observe::metrics::CallSite;
+use crate::server::state::app_threads::Busy;
+use crate::server::state::ServerState;
 
 /// What one app request needs besides the request itself.
 pub struct AppCall {
@@ -273,7 +275,7 @@ where
         tokio::select! {
             _ = done_rx => {}
             () = clock.passed(deadline) => {
-                super::stuck_calls::count_stuck();
+                crate::server::app_gateway::stuck_calls::count_stuck();
                 log::error!(
                     "{method} {path} is still inside the app after the request timeout ({}, option --timeout) in pid {}: answered 504",
                     crate::config::Seconds(deadline),
@@ -314,7 +316,7 @@ fn call_app(
 /// answered 504 already); gives the sink back.
 fn finish(call: &AppCall, parts: &Parts, called: Called<HttpSink, BodyReader>) -> HttpSink {
     let method = parts.method.as_str();
-    let script_name = router::script_name(&call.mount);
+    let script_name = environ::script_name(&call.mount);
     let (summary, sink) = called.finish(|| exchange::describe(method, script_name, &call.path_info, &call.app));
     if sink.clock().timed_out() {
         log::warn!(

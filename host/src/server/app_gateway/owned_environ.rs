@@ -3,7 +3,7 @@
 
 use plugin_api::host::{Header, RequestVars};
 
-use crate::server::header_list::HeaderList;
+use crate::header_list::HeaderList;
 
 /// A request's environ owning its text.
 #[derive(Debug)]

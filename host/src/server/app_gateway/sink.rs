@@ -19,9 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::clock::AppClock;
 use super::Answer;
-use crate::exchange::{Chunk, Refusal, ResponseSink};
-use crate::response_head::{self, ResponseHead};
-use crate::server::body::{Body, BodyFrame, FileBody};
+use crate::plugin::exchange::{Chunk, Refusal, ResponseSink};
+use crate::plugin::response_head::{self, ResponseHead};
+use crate::server::http::body::{Body, BodyFrame, FileBody};
 
 /// Response chunks buffered between the app's thread and the connection.
 const BODY_CHANNEL_DEPTH: usize = 8;

@@ -26,8 +26,8 @@ use std::time::Instant;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Response, StatusCode};
 
-use super::body::Body;
-use super::responses;
+use crate::server::http::body::Body;
+use crate::server::http::responses;
 use cache::SiteCache;
 pub use file::StaticFile;
 pub use serve::serve_file;

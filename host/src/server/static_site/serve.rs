@@ -9,8 +9,8 @@ use super::conditional::{not_modified, requested_range, RangeRequest};
 use super::encoded;
 use super::file::{header_value, StaticFile};
 use crate::open_file::FileContent;
-use crate::server::body::{Body, FileBody};
-use crate::server::responses;
+use crate::server::http::body::{Body, FileBody};
+use crate::server::http::responses;
 
 /// Serves `file` for a GET or HEAD with the request's conditional and
 /// range headers, precompressed if the client accepts a form of it there

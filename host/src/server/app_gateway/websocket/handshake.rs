@@ -5,9 +5,9 @@ use base64::Engine;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode, Version};
 
-use crate::exchange::Refusal;
-use crate::server::body::Body;
-use crate::server::responses;
+use crate::plugin::exchange::Refusal;
+use crate::server::http::body::Body;
+use crate::server::http::responses;
 
 /// The WebSocket protocol version this server speaks.
 const VERSION: &str = "13";

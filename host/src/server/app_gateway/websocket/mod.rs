@@ -35,7 +35,7 @@ pub use handshake::{handshake, Handshake, Offer};
 pub use queues::Queues;
 
 use super::async_call::Running;
-use crate::server::body::Body;
+use crate::server::http::body::Body;
 use session::{Limits, Session};
 
 /// Answers the handshake of the WebSocket the app accepted and starts the

@@ -30,7 +30,7 @@ use super::queues::Queues;
 use super::wakes::Wakes;
 use crate::config::Limits as Options;
 use crate::server::app_gateway::async_call::Running;
-use crate::server::metrics::Direction;
+use crate::server::observe::metrics::Direction;
 
 /// How long the server waits for the client's reply to its close, and
 /// for the app to finish once the client closed.

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 use super::call_policy::{CallPolicy, RouteId};
-use super::Retire;
+use crate::server::state::Retire;
 
 /// How often the watchdog looks.
 const TICK: Duration = Duration::from_millis(5);
@@ -369,7 +369,7 @@ mod tests {
     use std::task::{Context, Poll};
 
     use super::*;
-    use crate::server::call_policy::{CallReport, Placement};
+    use crate::server::app_gateway::call_policy::{CallReport, Placement};
 
     /// A slot of a thread of its own (not the process's registry), and a
     /// policy with one route.

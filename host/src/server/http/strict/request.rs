@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use hyper::header::{CONNECTION, EXPECT, HOST, TRANSFER_ENCODING};
 use hyper::{Method, Request, Version};
 
-use crate::exchange::Refusal;
+use crate::plugin::exchange::Refusal;
 
 /// What the server itself allows on any resource (the `Allow` of
 /// `OPTIONS *`).

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use plugin_api::host::{Header, HostGateway, PluginBytes, RequestVars, ResponseBody};
 
-use crate::loader::LoadedApp;
 use crate::open_file::{OpenFile, READ_UP_TO};
+use crate::plugin::loader::LoadedApp;
 
-use crate::response_head::{HeadState, ResponseHead};
+use crate::plugin::response_head::{HeadState, ResponseHead};
 
 /// A piece of response body, in whichever memory it already lives.
 pub enum Chunk {

@@ -22,8 +22,8 @@ use hyper::header::{HeaderMap, HeaderValue, REFERER, USER_AGENT};
 use hyper::{Uri, Version};
 use serde::Serialize;
 
-use super::request_id::RequestId;
 use crate::config::AccessLogFormat;
+use crate::server::http::request_id::RequestId;
 
 /// How long the first line of a batch may wait to be written.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);

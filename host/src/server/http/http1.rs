@@ -2,20 +2,25 @@
 //! ([`super::strict::wire`]), which refuses what hyper would let through.
 //! When draining, responses carry `Connection: close` (the handler adds
 //! it), and an idle kept-alive connection is closed after a grace
-//! ([`super::drain`]).
+//! ([`crate::server::net::drain`]).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use super::connection::{ConnInfo, Stream};
-use super::drain;
-use super::handler::{self, Connection};
+use super::body::Body;
+use super::connection::Connection;
 use super::strict::wire::{Guarded, Scanner, Verdicts};
-use super::ServerState;
 use crate::config::Limits;
+use crate::server::net::drain::{self, Drain};
+use crate::server::net::listener::ConnInfo;
+use crate::server::streams::Stream;
 
 /// hyper's own limit on request headers.
 const HYPER_MAX_HEADERS: usize = 100;
@@ -37,22 +42,31 @@ pub fn builder(limits: &Limits) -> http1::Builder {
     builder
 }
 
-/// Serves HTTP/1.1 on one accepted connection until it closes or the
-/// drain ends it.
-pub async fn serve(stream: Box<dyn Stream>, info: ConnInfo, state: Arc<ServerState>, builder: &http1::Builder) {
+/// Serves HTTP/1.1 on one accepted connection, each request with
+/// `handle`, until it closes or the drain ends it.
+pub async fn serve<H, F>(
+    stream: Box<dyn Stream>,
+    info: ConnInfo,
+    builder: &http1::Builder,
+    limits: &Limits,
+    drain: &Drain,
+    handle: H,
+) where
+    H: Fn(Arc<Connection>, Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
     let verdicts = Arc::new(Verdicts::default());
     let scanner = Scanner::new(
-        state.limits.max_body_size.0,
-        state.limits.max_header_size.0 as usize,
-        state.limits.max_headers,
+        limits.max_body_size.0,
+        limits.max_header_size.0 as usize,
+        limits.max_headers,
         verdicts.clone(),
     );
     let stream = Guarded::new(stream, scanner);
     let connection = Arc::new(Connection::new(info, verdicts));
     let conn_state = connection.clone();
-    let header_timeout = state.limits.header_timeout.0;
-    let drain = state.drain.clone();
-    let service = service_fn(move |request| handler::handle(state.clone(), connection.clone(), request));
+    let header_timeout = limits.header_timeout.0;
+    let service = service_fn(move |request| handle(connection.clone(), request));
     // Upgrades: a WebSocket an async app accepts takes the connection over.
     let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);

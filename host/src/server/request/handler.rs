@@ -1,107 +1,81 @@
 //! One request, from its first check to its response: the wire verdict
-//! for it and the request rules ([`super::strict`]), the target's length,
+//! for it and the request rules ([`crate::server::http::strict`]), the target's length,
 //! the decoded path, then the route: a static file, a redirect, a method
 //! the static site does not allow, the 404 page, a quarantined route, or
 //! an app. Every response the server makes itself is logged here; an app's
 //! is logged by the app gateway.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, SERVER};
 use hyper::{Method, Request, Response, StatusCode, Version};
-use tokio::sync::Notify;
 
-use super::access_log::{target_of, Entry, RequestFacts};
-use super::app_gateway::{self, environ::protocol};
-use super::body::Body;
-use super::connection::ConnInfo;
+use super::budget::RequestBudget;
+use super::quarantined::Quarantined;
 use super::router::Route;
-use super::strict::request::SERVER_METHODS;
-use super::strict::wire::Verdicts;
-use super::{metrics, request_id, responses, static_site, strict, ServerState};
+use super::router::Router;
+use crate::server::app_gateway::stuck_calls;
+use crate::server::app_gateway::{self, environ::protocol};
+use crate::server::http::body::Body;
+use crate::server::http::connection::Connection;
+use crate::server::http::request_id;
+use crate::server::http::responses;
+use crate::server::http::strict;
+use crate::server::http::strict::request::SERVER_METHODS;
+use crate::server::observe::access_log::{target_of, Entry, RequestFacts};
+use crate::server::observe::metrics;
+use crate::server::state::ServerState;
+use crate::server::static_site;
 
 const SERVER_HEADER: &str = concat!("host/", env!("CARGO_PKG_VERSION"));
 
-/// What the server keeps per connection.
-pub struct Connection {
-    /// The facts an app sees.
-    pub info: Arc<ConnInfo>,
-    /// The wire scanner's refusals.
-    pub verdicts: Arc<Verdicts>,
-    /// Requests begun so far.
-    requests: AtomicU64,
-    /// Requests whose response head is out, or that the client gave up.
-    answered: AtomicU64,
-    /// Wakes whoever waits for the first request.
-    first_request: Notify,
+/// What every request is served with: the shared state, the routing
+/// table, the quarantined mounts, and the request budget.
+pub struct Handler {
+    /// What every request shares.
+    pub state: Arc<ServerState>,
+    /// The routing table.
+    pub router: Router,
+    /// Mounts answered 503 without calling the app (the master's quarantines).
+    pub quarantined: Arc<Quarantined>,
+    /// Requests this process serves before it retires (`--max-requests`
+    /// and its jitter), and how many it has begun.
+    pub budget: RequestBudget,
 }
 
-/// Counts its request as answered when dropped.
-struct Answered<'a>(&'a Connection);
-
-impl Drop for Answered<'_> {
-    fn drop(&mut self) {
-        self.0.answered.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Connection {
-    /// A new connection's state.
-    pub fn new(info: ConnInfo, verdicts: Arc<Verdicts>) -> Connection {
-        Connection {
-            info: Arc::new(info),
-            verdicts,
-            requests: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            first_request: Notify::new(),
+impl Handler {
+    /// The counters, and the gauges of this moment.
+    pub fn snapshot(&self) -> metrics::Snapshot {
+        let (static_cache_hits, static_cache_misses) = self.router.site().map_or((0, 0), |site| site.cache_counts());
+        metrics::Snapshot {
+            static_cache_hits,
+            static_cache_misses,
+            connections: self.state.drain.open() as u64,
+            app_threads_busy: self.state.app_threads.busy() as u64,
+            app_threads_queued: self.state.app_threads.queued() as u64,
+            rss_bytes: metrics::resident_bytes().unwrap_or(0),
+            stuck_calls: stuck_calls::stuck_reports(),
+            ..self.state.metrics.snapshot()
         }
-    }
-
-    /// Whether a request has arrived on this connection yet.
-    pub fn has_requests(&self) -> bool {
-        self.requests() > 0
-    }
-
-    /// How many requests have begun on this connection.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-
-    /// How many requests are waiting for their response head.
-    pub fn in_flight(&self) -> u64 {
-        self.requests().saturating_sub(self.answered.load(Ordering::Relaxed))
-    }
-
-    /// Waits until the first request has begun.
-    pub async fn first_request(&self) {
-        let notified = self.first_request.notified();
-        if self.has_requests() {
-            return;
-        }
-        notified.await;
     }
 }
 
 /// Serves one request.
 pub async fn handle(
-    state: Arc<ServerState>,
+    handler: Arc<Handler>,
     conn: Arc<Connection>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let state = &handler.state;
     let started = Instant::now();
     let _in_flight = state.metrics.begin();
     let id = request_id::of(request.headers(), conn.info.trusted_proxy);
     let facts = state.access_log.facts(request.headers(), id);
-    let number = conn.requests.fetch_add(1, Ordering::Relaxed);
-    if number == 0 {
-        conn.first_request.notify_waiters();
-    }
-    let _answered = Answered(&conn);
-    if let Some(limit) = state.request_budget.spend() {
+    let (number, _answered) = conn.begin();
+    if let Some(limit) = handler.budget.spend() {
         (state.retire)(&format!("served its {limit} requests (option --max-requests)"));
     }
     let version = request.version();
@@ -112,13 +86,13 @@ pub async fn handle(
     let mut response = match refusal {
         Some(refusal) => {
             let response = responses::refusal(&refusal);
-            record(&state, &conn, &request, &response, started, &facts);
+            record(state, &conn, &request, &response, started, &facts);
             response
         }
-        None => match route(&state, &conn, request, started, &facts).await {
+        None => match route(&handler, &conn, request, started, &facts).await {
             (response, None) => response,
             (response, Some(request)) => {
-                record(&state, &conn, &request, &response, started, &facts);
+                record(state, &conn, &request, &response, started, &facts);
                 response
             }
         },
@@ -140,12 +114,13 @@ pub async fn handle(
 type Routed = (Response<Body>, Option<Request<()>>);
 
 async fn route(
-    state: &Arc<ServerState>,
+    handler: &Handler,
     conn: &Connection,
     request: Request<Incoming>,
     started: Instant,
     facts: &RequestFacts,
 ) -> Routed {
+    let state = &handler.state;
     let server = |response, request: Request<Incoming>| (response, Some(request.map(|_| ())));
     let method = request.method().clone();
     let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
@@ -177,7 +152,7 @@ async fn route(
         Err(refusal) => return server(responses::refusal(&refusal), request),
     };
     let sendfile = conn.info.sendfile(request.version());
-    let response = match state.router.route(&method, &path) {
+    let response = match handler.router.route(&method, &path) {
         Route::File(file) => static_site::serve_file(&method, request.headers(), &file, sendfile),
         Route::AddSlash => {
             // One leading slash: "//name/" would send the browser to another host.
@@ -194,11 +169,11 @@ async fn route(
                 method.as_str()
             ),
         ),
-        Route::NotFound => match state.router.site() {
+        Route::NotFound => match handler.router.site() {
             Some(site) => site.not_found(&method, sendfile),
             None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
         },
-        Route::App { mount, path_info } => match state.quarantined.remaining(&mount.prefix, &path_info, started) {
+        Route::App { mount, path_info } => match handler.quarantined.remaining(&mount.prefix, &path_info, started) {
             Some(left) => responses::quarantined(left),
             None => {
                 let call = app_gateway::AppCall {

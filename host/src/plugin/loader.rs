@@ -12,8 +12,8 @@ use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use object::{Object, ObjectSymbol, SymbolKind};
 use plugin_api::host::{App, CheckError, HostServicesConfig};
 
-use crate::app_spec::AppSpec;
-use crate::library_file::{self, FileProblem};
+use crate::plugin::app_spec::AppSpec;
+use crate::plugin::library_file::{self, FileProblem};
 
 /// An app that passed every check and was initialised.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connection::forward_async_write;
+use crate::server::streams::forward_async_write;
 
 /// A stream whose first bytes were already read: they are read again
 /// first.

@@ -5,11 +5,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
-use super::zero_copy::ZeroCopy;
 use crate::config::BindAddr;
+use crate::server::streams::zero_copy::ZeroCopy;
+use crate::server::streams::Stream;
 
 /// The connection facts an app sees, formatted once per connection.
 #[derive(Debug, Default)]
@@ -29,7 +29,7 @@ pub struct ConnInfo {
     pub https: bool,
     /// The client's certificate as environ variables (`SSL_CLIENT_*`),
     /// with `--ca-certs`.
-    pub client_cert: Option<std::sync::Arc<super::header_list::HeaderList>>,
+    pub client_cert: Option<std::sync::Arc<crate::header_list::HeaderList>>,
 }
 
 impl ConnInfo {
@@ -50,51 +50,6 @@ pub enum Listener {
     /// A unix socket, its path, and whether to remove the file on drop.
     Unix(UnixListener, PathBuf, bool),
 }
-
-/// The body of an `AsyncWrite` impl for a wrapper whose writes go straight
-/// through to its field `$inner` (the wrappers that only change reading).
-macro_rules! forward_async_write {
-    ($inner:ident) => {
-        fn poll_write(
-            self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            std::pin::Pin::new(&mut self.get_mut().$inner).poll_write(cx, buf)
-        }
-
-        fn poll_write_vectored(
-            self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            bufs: &[std::io::IoSlice<'_>],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            std::pin::Pin::new(&mut self.get_mut().$inner).poll_write_vectored(cx, bufs)
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            self.$inner.is_write_vectored()
-        }
-
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.get_mut().$inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(
-            self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.get_mut().$inner).poll_shutdown(cx)
-        }
-    };
-}
-pub(crate) use forward_async_write;
-
-/// An accepted connection's stream.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// Binds `addr` as a plain (blocking-mode) socket the process can keep,
 /// pass to workers, or turn into a [`Listener`]; the error names the

@@ -4,7 +4,7 @@
 //! parsed by the `ppp` crate. The header is taken only from trusted peers
 //! (`--forwarded-allow-ips`); a connection without a valid one is closed
 //! before HTTP starts. Bytes read past the header go to hyper first
-//! ([`super::rewound::Rewound`]).
+//! ([`crate::server::streams::rewound::Rewound`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -89,8 +89,8 @@ fn parse(bytes: &[u8]) -> Result<Option<(Source, usize)>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rewound::Rewound;
     use super::*;
+    use crate::server::streams::rewound::Rewound;
 
     fn v2_header(command: u8, family: u8, addresses: &[u8]) -> Vec<u8> {
         let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();

@@ -23,22 +23,28 @@
 //! sent its first request yet gets the header timeout for it, as over
 //! HTTP/1.1.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
 
-use super::coalesced::Coalesced;
-use super::connection::{ConnInfo, Stream};
-use super::handler::{self, Connection};
-use super::rewound::Rewound;
+use super::body::Body;
+use super::connection::Connection;
 use super::strict::wire::Verdicts;
-use super::ServerState;
 use crate::config::Limits;
+use crate::server::net::drain::Drain;
+use crate::server::net::listener::ConnInfo;
+use crate::server::streams::coalesced::Coalesced;
+use crate::server::streams::rewound::Rewound;
+use crate::server::streams::Stream;
 
 /// What a client sends first to speak HTTP/2 (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -111,15 +117,24 @@ enum Closing {
     Drain,
 }
 
-/// Serves HTTP/2 on one accepted connection until it closes, stays idle,
-/// or the drain ends it.
-pub async fn serve(stream: Box<dyn Stream>, info: ConnInfo, state: Arc<ServerState>, builder: &Builder) {
+/// Serves HTTP/2 on one accepted connection, each request with `handle`,
+/// until it closes, stays idle, or the drain ends it.
+pub async fn serve<H, F>(
+    stream: Box<dyn Stream>,
+    info: ConnInfo,
+    builder: &Builder,
+    limits: &Limits,
+    drain: &Drain,
+    handle: H,
+) where
+    H: Fn(Arc<Connection>, Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
     // The wire scanner reads HTTP/1 framing; HTTP/2's is the h2 crate's.
     let connection = Arc::new(Connection::new(info, Arc::new(Verdicts::default())));
     let watched = connection.clone();
-    let idle = state.limits.header_timeout.0;
-    let drain = state.drain.clone();
-    let service = service_fn(move |request| handler::handle(state.clone(), connection.clone(), request));
+    let idle = limits.header_timeout.0;
+    let service = service_fn(move |request| handle(connection.clone(), request));
     let serving = builder.serve_connection(TokioIo::new(Coalesced::new(stream)), service);
     tokio::pin!(serving);
     let mut seen = 0;

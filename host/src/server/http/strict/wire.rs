@@ -32,8 +32,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::exchange::Refusal;
-use crate::server::connection::forward_async_write;
+use crate::plugin::exchange::Refusal;
+use crate::server::streams::forward_async_write;
 
 /// Most fields of a head the scanner reads (hyper's `--max-headers`
 /// refuses more before this matters, unless raised above it).

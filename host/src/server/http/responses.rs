@@ -6,7 +6,7 @@ use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, LOCATION, RETR
 use hyper::{Response, StatusCode};
 
 use super::body::Body;
-use crate::exchange::Refusal;
+use crate::plugin::exchange::Refusal;
 
 /// `STATUS` with a one-line plain-text body saying what happened and,
 /// for limits, which option raises them.

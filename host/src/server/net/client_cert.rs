@@ -6,7 +6,7 @@
 use base64::Engine;
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
-use super::header_list::HeaderList;
+use crate::header_list::HeaderList;
 
 /// The environ's variables for a client that presented `der` (its leaf
 /// certificate), which the TLS handshake already verified.

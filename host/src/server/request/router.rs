@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use hyper::Method;
 
-use super::call_policy::CallPolicy;
-use super::static_site::{Lookup, StaticFile, StaticSite};
-use crate::loader::LoadedApp;
+use crate::plugin::loader::LoadedApp;
+use crate::server::app_gateway::call_policy::CallPolicy;
+use crate::server::static_site::{Lookup, StaticFile, StaticSite};
 
 /// An app at a URL prefix or suffix pattern.
 pub struct MountedApp {
@@ -115,19 +115,10 @@ fn strip_mount<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// `SCRIPT_NAME` for a mount prefix (empty at the root and for suffix
-/// patterns, whose app sees the whole path).
-pub fn script_name(prefix: &str) -> &str {
-    if prefix == "/" || prefix.starts_with('*') {
-        ""
-    } else {
-        prefix
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::app_gateway::environ::script_name;
 
     #[test]
     fn mounts_match_on_segment_boundaries() {
