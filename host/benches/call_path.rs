@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use host::plugin::app_spec::AppSpec;
-use host::plugin::exchange::{Chunk, Exchange, ResponseSink};
+use host::plugin::exchange::{Chunk, Exchange, ResponseSink, SendError};
 use host::plugin::loader::{self, LoadedApp};
 use host::plugin::response_head::ResponseHead;
 use plugin_api::host::{Header, RequestVars};
@@ -30,18 +30,18 @@ struct Collect {
 }
 
 impl ResponseSink for Collect {
-    fn head(&mut self, head: ResponseHead) -> Result<(), String> {
-        self.status = head.status;
+    fn head(&mut self, head: ResponseHead) -> Result<(), SendError> {
+        self.status = head.status().as_u16();
         Ok(())
     }
 
-    fn data(&mut self, chunk: Chunk) -> Result<(), String> {
+    fn data(&mut self, chunk: Chunk) -> Result<(), SendError> {
         self.bytes += chunk.len() as usize;
         Ok(())
     }
 
-    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
-        self.status = head.status;
+    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), SendError> {
+        self.status = head.status().as_u16();
         self.bytes += body.map_or(0, |chunk| chunk.len() as usize);
         Ok(())
     }
@@ -130,8 +130,10 @@ fn call(app: &LoadedApp, headers: &[(&str, &str)]) -> (u16, usize) {
         multiprocess: false,
         run_once: false,
     };
-    let exchange = Exchange::new(Collect::default(), std::io::empty().take(0));
-    let (summary, sink) = exchange.call(app, &vars, &headers, &[]).finish(String::new);
+    let mut exchange = Exchange::new(Collect::default(), std::io::empty().take(0));
+    let result = exchange.call(app, &vars, &headers, &[]);
+    let summary = exchange.finish(result, String::new);
     assert_eq!(summary.status, Some(200));
+    let sink = exchange.sink_mut();
     (sink.status, sink.bytes)
 }

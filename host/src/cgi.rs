@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use plugin_api::host::{Header, RequestVars};
 
 use crate::open_file::READ_CHUNK;
-use crate::plugin::exchange::{Chunk, Exchange, ResponseSink, Summary};
+use crate::plugin::exchange::{Chunk, Exchange, ResponseSink, SendError, Summary};
 use crate::plugin::loader::LoadedApp;
 use crate::plugin::response_head::ResponseHead;
 
@@ -79,17 +79,17 @@ impl<W: Write> CgiSink<W> {
 }
 
 impl<W: Write> ResponseSink for CgiSink<W> {
-    fn head(&mut self, head: ResponseHead) -> Result<(), String> {
-        let mut text = format!("Status: {} {}\r\n", head.status, head.reason());
+    fn head(&mut self, head: ResponseHead) -> Result<(), SendError> {
+        let mut text = format!("Status: {} {}\r\n", head.status().as_u16(), head.reason());
         for (name, value) in head.headers() {
-            text.push_str(&format!("{name}: {value}\r\n"));
+            text.push_str(&format!("{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes())));
         }
         text.push_str("\r\n");
         self.write_all(text.as_bytes())
-            .map_err(|e| format!("writing to stdout failed: {e}"))
+            .map_err(|e| SendError::Transport(format!("writing to stdout failed: {e}")))
     }
 
-    fn data(&mut self, chunk: Chunk) -> Result<(), String> {
+    fn data(&mut self, chunk: Chunk) -> Result<(), SendError> {
         let written = match &chunk {
             // A file body: read a chunk at a time, never from a mapping.
             Chunk::File(file, range) => {
@@ -97,17 +97,17 @@ impl<W: Write> ResponseSink for CgiSink<W> {
                 while !left.is_empty() {
                     let piece = file
                         .read(&left, READ_CHUNK)
-                        .map_err(|e| format!("the file body cannot be read: {e}"))?;
+                        .map_err(|e| SendError::Transport(format!("the file body cannot be read: {e}")))?;
                     left.start += piece.len() as u64;
                     self.out
                         .write_all(&piece)
-                        .map_err(|e| format!("writing to stdout failed: {e}"))?;
+                        .map_err(|e| SendError::Transport(format!("writing to stdout failed: {e}")))?;
                 }
                 self.out.flush()
             }
             other => self.write_all(other.bytes().unwrap_or_default()),
         };
-        written.map_err(|e| format!("writing to stdout failed: {e}"))
+        written.map_err(|e| SendError::Transport(format!("writing to stdout failed: {e}")))
     }
 
     fn abort(&mut self) {

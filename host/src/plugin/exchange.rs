@@ -8,6 +8,7 @@ use std::io::Read;
 
 use std::sync::Arc;
 
+use hyper::StatusCode;
 use plugin_api::host::{Header, HostGateway, PluginBytes, RequestVars, ResponseBody};
 
 use crate::open_file::{OpenFile, READ_UP_TO};
@@ -53,25 +54,54 @@ impl Chunk {
     }
 }
 
+/// Why a response, or a part of it, could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The client closed its connection.
+    ClientGone,
+    /// The client took no bytes for this long (`--body-timeout`).
+    ClientStalled(std::time::Duration),
+    /// The app's answer cannot be sent as it is (no valid head, a bad file
+    /// body, a stream that failed): the app's failure.
+    App(String),
+    /// The way out failed otherwise (a file read, stdout).
+    Transport(String),
+}
+
+impl SendError {
+    /// Whether the failure is the client's (routine, not the app's).
+    pub fn is_the_clients(&self) -> bool {
+        matches!(self, SendError::ClientGone | SendError::ClientStalled(_))
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::ClientGone => f.write_str("the client went away"),
+            SendError::ClientStalled(idle) => write!(
+                f,
+                "the client took no response bytes for {idle:?} (server option --body-timeout)"
+            ),
+            SendError::App(problem) | SendError::Transport(problem) => f.write_str(problem),
+        }
+    }
+}
+
 /// Where a response goes: a CGI stdout, an HTTP connection, …
 pub trait ResponseSink {
     /// Sends the status and headers; the body follows.
-    fn head(&mut self, head: ResponseHead) -> Result<(), String>;
+    fn head(&mut self, head: ResponseHead) -> Result<(), SendError>;
     /// Sends a piece of body.
-    fn data(&mut self, chunk: Chunk) -> Result<(), String>;
+    fn data(&mut self, chunk: Chunk) -> Result<(), SendError>;
     /// The whole response at once, when the app returned one buffer.
-    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
+    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), SendError> {
         self.head(head)?;
         body.map_or(Ok(()), |chunk| self.data(chunk))
     }
     /// The response about to be sent refuses the request (its body broke a
     /// rule): the transport may have to close the connection after it.
     fn refused(&mut self, _refusal: &Refusal) {}
-    /// Whether a send failed because the client closed its connection: the
-    /// failure is then the client's, not the app's.
-    fn client_gone(&self) -> bool {
-        false
-    }
     /// The app failed after the head was sent: the response must not look
     /// complete (e.g. close the connection).
     fn abort(&mut self);
@@ -89,14 +119,27 @@ pub trait RequestBody: Read {
 }
 
 /// A request the server refuses, e.g. `413 Payload Too Large`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// The status code.
-    pub status: u16,
-    /// Its reason phrase.
-    pub reason: &'static str,
+    /// The status.
+    pub status: StatusCode,
     /// What to tell the client, e.g. the option that raises a limit.
     pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal with `status`, telling the client `detail`.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    /// The status's reason phrase.
+    pub fn reason(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
 }
 
 impl<R: Read> RequestBody for std::io::Take<R> {}
@@ -134,23 +177,39 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
     }
 
     /// Calls the app, pumps its body into the sink, always closes it.
-    pub fn run(self, app: &LoadedApp, vars: &RequestVars<'_>, headers: &[Header<'_>], extra: &[Header<'_>]) -> Summary {
-        let describe = || describe(vars.method, vars.script_name, vars.path_info, app);
-        self.call(app, vars, headers, extra).finish(describe).0
-    }
-
-    /// Calls the app (`extra`: the environ's variables beyond PEP 3333's
-    /// and the headers); its body is sent by [`Called::finish`], which may
-    /// run on another thread.
-    pub fn call(
-        self,
+    pub fn run(
+        &mut self,
         app: &LoadedApp,
         vars: &RequestVars<'_>,
         headers: &[Header<'_>],
         extra: &[Header<'_>],
-    ) -> Called<S, I> {
-        let result = app.app.call(vars, headers, extra, &self);
-        Called { exchange: self, result }
+    ) -> Summary {
+        let describe = || describe(vars.method, vars.script_name, vars.path_info, app);
+        let result = self.call(app, vars, headers, extra);
+        self.finish(result, describe)
+    }
+
+    /// Calls the app (`extra`: the environ's variables beyond PEP 3333's
+    /// and the headers); its body is sent by [`Exchange::finish`], which
+    /// may run on another thread.
+    pub fn call(
+        &self,
+        app: &LoadedApp,
+        vars: &RequestVars<'_>,
+        headers: &[Header<'_>],
+        extra: &[Header<'_>],
+    ) -> Result<ResponseBody, String> {
+        app.app.call(vars, headers, extra, self)
+    }
+
+    /// The sink, e.g. to collect what the call wrote so far.
+    pub fn sink_mut(&mut self) -> &mut S {
+        self.sink.get_mut()
+    }
+
+    /// The sink, borrowed.
+    pub fn sink(&self) -> std::cell::Ref<'_, S> {
+        self.sink.borrow()
     }
 }
 
@@ -159,48 +218,31 @@ pub fn describe(method: &str, script_name: &str, path_info: &str, app: &LoadedAp
     format!("{method} {script_name}{path_info} ({})", app.spec)
 }
 
-/// An exchange whose app call has returned: the body is still to be sent.
-pub struct Called<S, I> {
-    exchange: Exchange<S, I>,
-    result: Result<ResponseBody, String>,
-}
-
-impl<S: ResponseSink, I: RequestBody> Called<S, I> {
-    /// Whether the app returned a stream, whose chunks are pulled by
-    /// calling into the app again (and may take any time).
-    pub fn streams(&self) -> bool {
-        matches!(self.result, Ok(ResponseBody::Stream(_)))
-    }
-
-    /// The sink, e.g. to collect what the call wrote so far.
-    pub fn sink_mut(&mut self) -> &mut S {
-        self.exchange.sink.get_mut()
-    }
-
-    /// Sends the body (pulling a stream to its end), always closes it;
-    /// failures are logged with `context`. Gives the sink back.
-    pub fn finish(self, context: impl Fn() -> String) -> (Summary, S) {
-        self.exchange.finish(self.result, context)
-    }
+/// Whether the app answered with a stream, whose chunks are pulled by
+/// calling into the app again (and may take any time).
+pub fn streams(result: &Result<ResponseBody, String>) -> bool {
+    matches!(result, Ok(ResponseBody::Stream(_)))
 }
 
 impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
-    fn finish(self, result: Result<ResponseBody, String>, context: impl Fn() -> String) -> (Summary, S) {
+    /// Sends the body of the app's answer `result` (pulling a stream to its
+    /// end), always closes it; failures are logged with `context`.
+    pub fn finish(&mut self, result: Result<ResponseBody, String>, context: impl Fn() -> String) -> Summary {
         // A body that broke a rule while the app read it: nothing of the
         // app's answer goes out (a stream is still closed).
         let refused = self.input.borrow().refusal().is_some();
         let outcome = match result {
-            Ok(ResponseBody::Stream(mut stream)) if refused => stream.close(),
+            Ok(ResponseBody::Stream(mut stream)) if refused => stream.close().map_err(SendError::App),
             Ok(_) if refused => Ok(()),
             Ok(ResponseBody::Empty) => self.send_whole(self.file_body.take()),
             Ok(ResponseBody::Static(bytes)) => self.send_whole(Some(Chunk::Static(bytes))),
             Ok(ResponseBody::Bytes(bytes)) => self.send_whole(Some(Chunk::Plugin(bytes))),
             Ok(ResponseBody::Stream(mut stream)) => {
                 let pumped = self.pump(|| stream.next_chunk());
-                let closed = stream.close();
+                let closed = stream.close().map_err(SendError::App);
                 pumped.and(closed).and_then(|()| self.flush_head())
             }
-            Err(app_error) => Err(app_error),
+            Err(app_error) => Err(SendError::App(app_error)),
         };
         let refusal = self.input.borrow().refusal();
         match (refusal, outcome) {
@@ -209,12 +251,14 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
                     "{}: {}; the app's answer is discarded ({})",
                     context(),
                     refusal.detail,
-                    outcome.err().unwrap_or_else(|| "it returned normally".to_owned())
+                    outcome
+                        .err()
+                        .map_or_else(|| "it returned normally".to_owned(), |e| e.to_string())
                 );
                 self.sink.borrow_mut().refused(&refusal);
                 self.refuse(refusal);
             }
-            (None, Err(problem)) if self.sink.borrow().client_gone() => {
+            (None, Err(problem)) if problem.is_the_clients() => {
                 // Routine for clients that hang up mid-response: not the
                 // app's failure, and not worth an error line per request.
                 log::debug!("{}: {problem}", context());
@@ -222,21 +266,20 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
             }
             (None, Err(problem)) => {
                 log::error!("{}: {problem}", context());
-                self.refuse(Refusal {
-                    status: 500,
-                    reason: "Internal Server Error",
-                    detail: "the app failed; the server log says why".to_owned(),
-                });
+                self.refuse(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the app failed; the server log says why",
+                ));
             }
             (None, Ok(())) => {}
         }
         self.sink.borrow_mut().end();
-        (self.summary.into_inner(), self.sink.into_inner())
+        std::mem::take(self.summary.get_mut())
     }
 
     /// Pulls chunks until the end, sending each non-empty one.
-    fn pump(&self, mut next: impl FnMut() -> Result<Option<PluginBytes>, String>) -> Result<(), String> {
-        while let Some(chunk) = next()? {
+    fn pump(&self, mut next: impl FnMut() -> Result<Option<PluginBytes>, String>) -> Result<(), SendError> {
+        while let Some(chunk) = next().map_err(SendError::App)? {
             self.send(Chunk::Plugin(chunk))?;
         }
         Ok(())
@@ -244,17 +287,18 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
 
     /// A one-buffer body: head and body together, unless the write
     /// callable already started the response.
-    fn send_whole(&self, body: Option<Chunk>) -> Result<(), String> {
+    fn send_whole(&self, body: Option<Chunk>) -> Result<(), SendError> {
         if self.head.borrow().is_sent() {
             return body.map_or(Ok(()), |chunk| self.send(chunk));
         }
-        let head = self.head.borrow_mut().take_for_sending()?.expect("head not sent yet");
+        let head = self.head.borrow_mut().take_for_sending().map_err(SendError::App)?;
+        let head = head.expect("head not sent yet");
         let body = body.filter(|chunk| !chunk.is_empty());
         self.record(&head, body.as_ref());
         self.sink.borrow_mut().whole(head, body)
     }
 
-    fn send(&self, chunk: Chunk) -> Result<(), String> {
+    fn send(&self, chunk: Chunk) -> Result<(), SendError> {
         if chunk.is_empty() {
             return Ok(());
         }
@@ -265,8 +309,8 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
 
     /// Sends the head if it has not gone out (WSGI: with the first
     /// non-empty chunk, or at the end of an empty body).
-    fn flush_head(&self) -> Result<(), String> {
-        let head = self.head.borrow_mut().take_for_sending()?;
+    fn flush_head(&self) -> Result<(), SendError> {
+        let head = self.head.borrow_mut().take_for_sending().map_err(SendError::App)?;
         match head {
             Some(head) => {
                 self.record(&head, None);
@@ -278,7 +322,7 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
 
     fn record(&self, head: &ResponseHead, body: Option<&Chunk>) {
         let mut summary = self.summary.borrow_mut();
-        summary.status = Some(head.status);
+        summary.status = Some(head.status().as_u16());
         summary.bytes += body.map_or(0, Chunk::len);
     }
 
@@ -289,10 +333,10 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
             self.sink.borrow_mut().abort();
             return;
         }
-        let text = format!("{} {}: {}\n", refusal.status, refusal.reason, refusal.detail);
+        let text = format!("{} {}: {}\n", refusal.status.as_u16(), refusal.reason(), refusal.detail);
         let head = ResponseHead::new(
-            refusal.status,
-            refusal.reason,
+            refusal.status.as_u16(),
+            refusal.reason(),
             &[("Content-Type", "text/plain; charset=utf-8")],
         );
         let body = Chunk::Copied(text.into_bytes());
@@ -313,7 +357,7 @@ impl<S: ResponseSink, I: RequestBody> HostGateway for Exchange<S, I> {
     }
 
     fn write(&self, data: &[u8]) -> Result<(), String> {
-        self.send(Chunk::Copied(data.to_vec()))
+        self.send(Chunk::Copied(data.to_vec())).map_err(|e| e.to_string())
     }
 
     fn read_input(&self, buf: &mut [u8]) -> Result<usize, String> {

@@ -1,68 +1,64 @@
 //! WSGI's `start_response` rules, shared by every way of serving an app:
-//! validating the status and headers, and when they may be replaced.
+//! validating the status and headers, and when they may be replaced. The
+//! head is validated once, straight into the `http` crate's types, so the
+//! HTTP server sends it as it is (no second parse).
 
-use std::ops::Range;
+use bytes::Bytes;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::StatusCode;
 
-/// A validated status line and header list, ready to send. All its text
-/// lives in one buffer (one allocation per response, not two per header):
-/// the reason phrase, then `\n name \0 value` per header, which is
-/// unambiguous because names are tokens and values hold no CR, LF or NUL.
+/// A validated status and header list, ready to send: the hop-by-hop
+/// headers dropped (they are the server's, PEP 3333).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseHead {
-    /// The status code, 200–599.
-    pub status: u16,
-    text: String,
-    /// How many headers there are.
-    count: usize,
+    status: StatusCode,
+    /// The reason phrase, where it is not the status's own.
+    reason: Option<Bytes>,
+    headers: HeaderMap,
     /// The first valid `Content-Length`, if any.
     content_length: Option<u64>,
 }
 
 impl ResponseHead {
-    /// A head the server makes itself (its text is not checked).
+    /// A head the server makes itself (`headers` are known to be valid;
+    /// one that is not is left out).
     pub fn new(status: u16, reason: &str, headers: &[(&str, &str)]) -> Self {
-        let mut head = ResponseHead::with_reason(status, reason, headers.len());
-        for (name, value) in headers {
-            head.push(name, value);
-        }
-        head
+        let pairs = headers.iter().copied();
+        let valid = pairs.filter(|(name, value)| checked(name, value).is_ok());
+        with_checked_headers(status, reason, valid).expect("only valid headers were kept")
     }
 
-    fn with_reason(status: u16, reason: &str, headers: usize) -> Self {
-        let mut text = String::with_capacity(reason.len() + headers * 32);
-        text.push_str(reason);
-        ResponseHead {
-            status,
-            text,
-            count: 0,
-            content_length: None,
-        }
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
-    fn push(&mut self, name: &str, value: &str) {
-        if self.content_length.is_none() && name.eq_ignore_ascii_case("content-length") {
-            self.content_length = value.trim().parse().ok();
-        }
-        self.count += 1;
-        self.text.push('\n');
-        self.text.push_str(name);
-        self.text.push('\0');
-        self.text.push_str(value);
-    }
-
-    /// The reason phrase the app gave (may be empty).
+    /// The reason phrase: the app's, else the status's own (may be empty).
     pub fn reason(&self) -> &str {
-        self.text.split('\n').next().unwrap_or_default()
+        match &self.reason {
+            Some(reason) => std::str::from_utf8(reason).unwrap_or_default(),
+            None => self.status.canonical_reason().unwrap_or_default(),
+        }
     }
 
-    /// How many headers there are.
+    /// The headers, in the app's order.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The first value of header `name`, case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// How many header values there are.
     pub fn len(&self) -> usize {
-        self.count
+        self.headers.len()
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.headers.is_empty()
     }
 
     /// The length the `Content-Length` header declares, if it is valid.
@@ -70,41 +66,11 @@ impl ResponseHead {
         self.content_length
     }
 
-    /// The headers in the app's order.
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.spans().map(|(name, value)| (&self.text[name], &self.text[value]))
+    /// The status, the reason phrase where it is not the status's own, and
+    /// the headers.
+    pub fn into_parts(self) -> (StatusCode, Option<Bytes>, HeaderMap) {
+        (self.status, self.reason, self.headers)
     }
-
-    /// Where each header's name and value lie in [`ResponseHead::into_text`].
-    pub fn spans(&self) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
-        header_spans(self.text.as_bytes())
-    }
-
-    /// The buffer [`ResponseHead::spans`] points into (give it to
-    /// [`header_spans`] to find them again).
-    pub fn into_text(self) -> String {
-        self.text
-    }
-
-    /// The first header called `name`, case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-}
-
-/// Where each header's name and value lie in a [`ResponseHead`]'s text.
-pub fn header_spans(text: &[u8]) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
-    let mut offset = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
-    text[offset..].split(|&b| b == b'\n').skip(1).map(move |line| {
-        offset += 1;
-        let name_len = line.iter().position(|&b| b == 0).unwrap_or(line.len());
-        let name = offset..offset + name_len;
-        let value = (offset + name_len + 1).min(offset + line.len())..offset + line.len();
-        offset += line.len();
-        (name, value)
-    })
 }
 
 /// Where one response is in its life: what `start_response` set, whether
@@ -194,29 +160,62 @@ fn parse_head<'h>(status: &str, headers: impl Iterator<Item = (&'h str, &'h str)
     with_checked_headers(code, reason, headers)
 }
 
-/// A head with a status the server chose (unchecked) and `headers`, checked
-/// as `start_response` checks an app's.
+/// A head with a status the server chose (200-599, unchecked otherwise)
+/// and `headers`, checked as `start_response` checks an app's.
 pub fn with_checked_headers<'h>(
     status: u16,
     reason: &str,
     headers: impl Iterator<Item = (&'h str, &'h str)>,
 ) -> Result<ResponseHead, String> {
-    let mut head = ResponseHead::with_reason(status, reason, headers.size_hint().0);
+    let status = StatusCode::from_u16(status).map_err(|_| format!("invalid status {status}"))?;
+    let reason = (!reason.is_empty() && Some(reason) != status.canonical_reason())
+        .then(|| Bytes::copy_from_slice(reason.as_bytes()));
+    // Room for what a server adds (Server, Connection: close).
+    let mut map = HeaderMap::with_capacity(headers.size_hint().0 + 2);
+    let mut content_length = None;
     for (name, value) in headers {
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(format!("invalid header name {name:?}"));
+        let name = checked(name, value)?;
+        let value = HeaderValue::from_str(value).map_err(|_| format!("header {name} contains a control character"))?;
+        if name == header::CONTENT_LENGTH && content_length.is_none() {
+            content_length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
         }
-        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(format!("header {name} contains CR, LF or NUL"));
+        if is_hop_by_hop(&name) {
+            log::debug!("dropped the app's hop-by-hop header {name}");
+            continue;
         }
-        head.push(name, value);
+        map.append(name, value);
     }
-    Ok(head)
+    Ok(ResponseHead {
+        status,
+        reason,
+        headers: map,
+        content_length,
+    })
 }
 
-/// RFC 9110 `tchar`.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// The header's name, if the name is a token and the value holds no CR,
+/// LF or NUL.
+fn checked(name: &str, value: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("header {name} contains CR, LF or NUL"));
+    }
+    Ok(name)
+}
+
+/// Hop-by-hop headers belong to the server, not the app (PEP 3333).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
 }
 
 #[cfg(test)]
@@ -232,26 +231,50 @@ mod tests {
         let mut state = HeadState::default();
         start(&mut state, "200 OK", &[("Content-Type", "text/plain")], None).unwrap();
         let head = state.take_for_sending().unwrap().unwrap();
-        assert_eq!((head.status, head.reason()), (200, "OK"));
+        assert_eq!((head.status().as_u16(), head.reason()), (200, "OK"));
         assert_eq!(head.header("content-type"), Some("text/plain"));
         assert_eq!(state.take_for_sending(), Ok(None));
     }
 
     #[test]
-    fn the_one_buffer_gives_back_every_header_in_order() {
-        let headers = [("A", "1"), ("Set-Cookie", ""), ("X-Long-Name", "a: b\tc")];
+    fn every_header_comes_back_in_order_but_the_hop_by_hop_ones() {
+        let headers = [
+            ("A", "1"),
+            ("Set-Cookie", ""),
+            ("Connection", "close"),
+            ("X-Long-Name", "a: b\tc"),
+            ("set-cookie", "b=2"),
+        ];
         let head = ResponseHead::new(418, "I'm a teapot", &headers);
         assert_eq!(head.reason(), "I'm a teapot");
-        assert_eq!((head.len(), head.content_length()), (3, None));
+        assert_eq!((head.len(), head.content_length()), (4, None));
+        let kept: Vec<_> = head
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("a", "1"),
+                ("set-cookie", ""),
+                ("set-cookie", "b=2"),
+                ("x-long-name", "a: b\tc")
+            ]
+        );
         assert_eq!(
             ResponseHead::new(200, "OK", &[("content-LENGTH", " 12 ")]).content_length(),
             Some(12)
         );
-        assert_eq!(head.headers().collect::<Vec<_>>(), headers);
-        assert_eq!(ResponseHead::new(204, "", &[]).headers().count(), 0);
-        let text = head.clone().into_text();
-        let spans: Vec<_> = head.spans().map(|(n, v)| (&text[n], &text[v])).collect();
-        assert_eq!(spans, headers);
+        assert_eq!(ResponseHead::new(204, "", &[]).headers().len(), 0);
+        let custom = ResponseHead::new(200, "Fine", &[]);
+        assert_eq!(custom.reason(), "Fine");
+        assert_eq!(custom.into_parts().1.as_deref(), Some(&b"Fine"[..]));
+        assert_eq!(
+            ResponseHead::new(200, "OK", &[]).into_parts().1,
+            None,
+            "the status's own"
+        );
     }
 
     #[test]
@@ -262,7 +285,7 @@ mod tests {
         let mut state = HeadState::default();
         start(&mut state, "200 OK", &[], None).unwrap();
         start(&mut state, "500 Internal Server Error", &[], Some("boom")).unwrap();
-        assert_eq!(state.take_for_sending().unwrap().unwrap().status, 500);
+        assert_eq!(state.take_for_sending().unwrap().unwrap().status(), 500);
         assert!(start(&mut state, "503 Later", &[], Some("again")).is_err());
     }
 
@@ -285,6 +308,7 @@ mod tests {
         let mut state = HeadState::default();
         assert!(start(&mut state, "200 OK", &[("X-A", "1\r\nSet-Cookie: evil")], None).is_err());
         assert!(start(&mut state, "200 OK", &[("Bad Name", "1")], None).is_err());
+        assert!(start(&mut state, "200 OK", &[("X-Bell", "\u{7}")], None).is_err());
         assert!(state.take_for_sending().unwrap_err().contains("header"));
     }
 

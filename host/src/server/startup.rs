@@ -17,11 +17,12 @@ use crate::config::{default_workers, Options};
 use crate::error::Failure;
 use crate::plugin::app_spec::LibraryRef;
 use crate::plugin::loader::{self, LoadedApp};
+use crate::server::app_gateway::mount::MountedApp;
 use crate::server::http::forwarded::TrustedProxies;
 use crate::server::net::listener::{inherited_sockets, Listener};
 use crate::server::observe::access_log::AccessLog;
 use crate::server::observe::metrics::ServerMetrics;
-use crate::server::request::router::{MountedApp, Router};
+use crate::server::request::router::Router;
 
 /// At least this many runtime threads per process: an app call that runs
 /// inline and turns slow holds one, and the other keeps every other
@@ -92,6 +93,7 @@ pub fn listen(options: &Options) -> Result<Vec<Listener>, Failure> {
 /// Loads the apps and opens the static site: what the process serves its
 /// requests with; `request_limit` is its `--max-requests` (jitter drawn).
 pub fn handler(options: &Options, retire: Retire, request_limit: Option<u64>) -> Result<Handler, Failure> {
+    let metrics = ServerMetrics::new(options.apps().iter().map(|m| m.prefix.as_str()));
     let mut loaded: HashMap<String, Arc<LoadedApp>> = HashMap::new();
     let mut mounts = Vec::new();
     for mount in options.apps() {
@@ -114,11 +116,12 @@ pub fn handler(options: &Options, retire: Retire, request_limit: Option<u64>) ->
                 app
             }
         };
-        mounts.push(MountedApp {
+        mounts.push(Arc::new(MountedApp {
             prefix: mount.prefix.as_str().into(),
             app,
             policy: Arc::default(),
-        });
+            counters: metrics.mount_index(mount.prefix.as_str()),
+        }));
     }
     let site = options
         .static_root()
@@ -133,7 +136,7 @@ pub fn handler(options: &Options, retire: Retire, request_limit: Option<u64>) ->
         proxy_protocol: options.proxy_protocol,
         tls: crate::server::net::tls::configured(options).map_err(Failure::input)?,
         http2: !options.no_http2,
-        metrics: ServerMetrics::new(options.apps().iter().map(|m| m.prefix.as_str())),
+        metrics,
         retire,
         app_threads: AppThreads::new(options.threads, options.max_queued, options.queue_timeout.0),
     };

@@ -124,7 +124,7 @@ pub struct InflightRequest {
 
 impl fmt::Display for InflightRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let script_name = crate::server::app_gateway::environ::script_name(&self.mount);
+        let script_name = crate::server::app_gateway::mount::script_name(&self.mount);
         write!(
             f,
             "{} {script_name}{} (mount {}, {:.0} ms in the app)",

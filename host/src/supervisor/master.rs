@@ -12,7 +12,6 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::header::HeaderValue;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -29,9 +28,9 @@ use crate::config::{BindAddr, Options};
 use crate::error::Failure;
 use crate::inflight::{self, Board};
 use crate::plugin::app_spec::LibraryRef;
-use crate::server::http::request_id::RequestId;
 use crate::server::net::listener::{bind_socket, inherited_sockets, socket_url, Listener};
-use crate::server::observe::access_log::{AccessLog, Entry, RequestFacts};
+use crate::server::observe::access_log::{AccessLog, Entry};
+use crate::server::observe::Outcome;
 use crate::server::static_site::StaticSite;
 use crate::signals::{Event as Signal, Signals};
 
@@ -406,21 +405,20 @@ fn tell(process: &Process, message: &MasterMessage) {
 /// already answered 504 was logged by it.
 fn log_lost_requests(access_log: &AccessLog, snapshot: &inflight::Snapshot) {
     for request in snapshot.requests.iter().filter(|r| !r.logged) {
-        let facts = RequestFacts {
-            id: RequestId::Given(HeaderValue::from_str(&request.id).unwrap_or(HeaderValue::from_static("-"))),
-            referer: None,
-            user_agent: None,
-        };
         access_log.record(&Entry {
             remote: &request.remote,
             method: &request.method,
             target: &request.target,
             protocol: &request.protocol,
-            status: request.status,
-            bytes: 0,
-            received: None,
-            duration: request.running_for,
-            facts: &facts,
+            id: &request.id,
+            referer: None,
+            user_agent: None,
+            outcome: &Outcome {
+                status: request.status,
+                bytes: 0,
+                received: None,
+                duration: request.running_for,
+            },
         });
     }
 }

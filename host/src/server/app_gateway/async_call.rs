@@ -13,7 +13,7 @@
 //! - Each request sits on the in-flight board while it runs, naming the
 //!   thread that polls it, so a crash in a poll is pinned on it.
 //! - A WebSocket the app accepts is handed, with the future, to a task of
-//!   its own ([`crate::server::websocket`]) once its handshake is answered.
+//!   its own ([`super::websocket`]) once its handshake is answered.
 
 use std::future::Future;
 use std::io;
@@ -26,24 +26,24 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::header;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use plugin_api::host::RunningApp;
 
 use super::async_exchange::AsyncExchange;
 use super::clock::AppClock;
-use super::environ::{protocol, with_environ};
+use super::environ::with_environ;
 use super::input::{self, BodyLimits};
 use super::owned_environ::OwnedEnviron;
 use super::sink::build_response;
 use super::AppCall;
 use crate::inflight;
-use crate::plugin::exchange::{self, Refusal};
+use crate::plugin::exchange::Refusal;
 use crate::plugin::response_head::ResponseHead;
 use crate::server::app_gateway::stuck_calls::InlineCall;
 use crate::server::http::body::Body;
 use crate::server::http::responses;
-use crate::server::observe::access_log::{target_of, Entry};
 use crate::server::observe::metrics::CallSite;
+use crate::server::observe::Outcome;
 
 /// What an async app made of a request: a response (its head, the body to
 /// come), or a WebSocket it accepted, to open.
@@ -54,61 +54,52 @@ pub enum Answer {
     WebSocket(Box<Running>),
 }
 
-/// Runs the async app for `request` (which offers a WebSocket with these
-/// subprotocols, if `websocket` is given); the response comes as soon as its
-/// head is known, and its body as the app sends it.
-pub async fn serve(call: AppCall, request: Request<Incoming>, websocket: Option<Vec<String>>) -> Answer {
-    let limits = BodyLimits::from(&call.state.limits);
+/// Runs the async app for the request of `call` (which offers a WebSocket
+/// with these subprotocols, if `websocket` is given); the response comes as
+/// soon as its head is known, and its body as the app sends it.
+pub async fn serve(call: AppCall, body: Incoming, websocket: Option<Vec<String>>) -> Answer {
+    let request = call.request();
+    let limits = BodyLimits::from(&request.state.limits);
     let declared = request
-        .headers()
+        .ctx
+        .head
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limits.max) {
         let refusal = responses::refusal(&input::too_large(limits.max));
-        return Answer::Response(refuse_early(&call, &request, refusal));
+        return Answer::Response(request.answered(refusal));
     }
-    let (parts, body) = request.into_parts();
-    let environ = with_environ(&call, &parts, |vars, headers, _| OwnedEnviron::copy_of(vars, headers));
+    let environ = with_environ(&request, |vars, headers, _| OwnedEnviron::copy_of(vars, headers));
     let clock = Arc::new(AppClock::start());
+    let conn = &request.ctx.conn;
     let exchange = Arc::new(AsyncExchange::new(
         environ,
-        call.conn.client_cert.clone(),
+        conn.info.client_cert.clone(),
         body,
         limits,
-        call.verdicts.clone(),
+        conn.verdicts.clone(),
         clock.clone(),
         websocket,
     ));
-    call.state.metrics.app_call(CallSite::Async);
-    let target = target_of(parts.version, &parts.uri).into_owned();
-    let board = inflight::enter_task(&inflight::Facts {
-        method: parts.method.as_str(),
-        mount: &call.mount,
-        path: &call.path_info,
-        target: &target,
-        remote: &call.conn.remote_addr,
-        protocol: protocol(parts.version),
-        id: call.facts.id.as_str(),
-        status: 0,
-    });
+    request.state.metrics.app_call(CallSite::Async);
+    let board = request.with_board_facts(0, inflight::enter_task);
     if let Some(marked) = board.marked() {
         clock.on_board(marked);
     }
-    let Some(app) = call.app.app.call_async(exchange.clone()) else {
+    let Some(app) = request.mount.app.app.call_async(exchange.clone()) else {
         unreachable!("serve_async is only called for async apps");
     };
-    let timeout = call.state.limits.request_timeout.0;
+    let timeout = request.state.limits.request_timeout.0;
+    let head_only = request.ctx.head.method == Method::HEAD;
     let running = Running {
         app: Some(app),
         exchange,
         board,
         timeout,
         deadline: Box::pin(tokio::time::sleep(timeout)),
-        head_only: parts.method == Method::HEAD,
-        method: parts.method,
-        protocol: protocol(parts.version),
-        target,
+        head_only,
         call,
         status: 0,
         sent: 0,
@@ -136,9 +127,6 @@ pub struct Running {
     /// When the request's time in the app may be up.
     deadline: Pin<Box<tokio::time::Sleep>>,
     head_only: bool,
-    method: Method,
-    protocol: &'static str,
-    target: String,
     call: AppCall,
     /// The status sent (0: none yet).
     status: u16,
@@ -195,7 +183,8 @@ impl Running {
             return Poll::Ready(Ok(()));
         };
         let polled = {
-            let _inline = InlineCall::enter(self.method.as_str(), &self.target, None);
+            let ctx = &self.call.ctx;
+            let _inline = InlineCall::enter(ctx.method().as_str(), ctx.head.uri.path(), None);
             let _polling = self.board.polling();
             Pin::new(app).poll(cx)
         };
@@ -246,11 +235,10 @@ impl Running {
             }
             Err(problem) => {
                 self.log_problem(&problem);
-                self.answer_refusal(&Refusal {
-                    status: 500,
-                    reason: "Internal Server Error",
-                    detail: "the app failed; the server log says why".to_owned(),
-                })
+                self.answer_refusal(&Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the app failed; the server log says why",
+                ))
             }
         }
     }
@@ -269,10 +257,10 @@ impl Running {
 
     /// A response with the app's `head`, noting its status.
     fn respond(&mut self, head: ResponseHead, body: Body) -> Response<Body> {
-        self.status = head.status;
+        self.status = head.status().as_u16();
         self.remaining = head.content_length();
         if let Some(marked) = self.board.marked() {
-            marked.head_sent(head.status);
+            marked.head_sent(self.status);
         }
         build_response(head, body)
     }
@@ -302,30 +290,11 @@ impl Running {
     /// The server's own answer in place of the app's.
     fn answer_refusal(&mut self, refusal: &Refusal) -> Response<Body> {
         let response = responses::refusal(refusal);
-        self.status = refusal.status;
+        self.status = refusal.status.as_u16();
         self.sent = http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
         self.log_access();
         response
     }
-}
-
-/// A refusal before the app was called, logged.
-pub fn refuse_early(call: &AppCall, request: &Request<Incoming>, response: Response<Body>) -> Response<Body> {
-    call.state.finished(
-        &call.mount,
-        &Entry {
-            remote: &call.conn.remote_addr,
-            method: request.method().as_str(),
-            target: &target_of(request.version(), request.uri()),
-            protocol: protocol(request.version()),
-            status: response.status().as_u16(),
-            bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
-            received: None,
-            duration: call.started.elapsed(),
-            facts: &call.facts,
-        },
-    );
-    response
 }
 
 impl Running {
@@ -340,8 +309,7 @@ impl Running {
     }
 
     fn describe(&self) -> String {
-        let script_name = super::environ::script_name(&self.call.mount);
-        exchange::describe(self.method.as_str(), script_name, &self.call.path_info, &self.call.app)
+        self.call.request().describe()
     }
 
     fn log_problem(&self, problem: &str) {
@@ -353,20 +321,12 @@ impl Running {
         if std::mem::replace(&mut self.logged, true) {
             return;
         }
-        self.call.state.finished(
-            &self.call.mount,
-            &Entry {
-                remote: &self.call.conn.remote_addr,
-                method: self.method.as_str(),
-                target: &self.target,
-                protocol: self.protocol,
-                status: self.status,
-                bytes: self.sent,
-                received: self.received,
-                duration: self.call.started.elapsed(),
-                facts: &self.call.facts,
-            },
-        );
+        self.call.request().finished(&Outcome {
+            status: self.status,
+            bytes: self.sent,
+            received: self.received,
+            duration: self.call.ctx.started.elapsed(),
+        });
     }
 
     /// The shared state.

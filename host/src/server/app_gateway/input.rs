@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::StatusCode;
 use tokio::runtime::Handle;
 
 use super::clock::AppClock;
@@ -247,18 +248,18 @@ pub async fn buffer(mut body: Incoming, limits: &BodyLimits, verdicts: &Arc<Verd
 /// read it without waiting).
 pub struct BodyReader {
     input: Input,
-    handle: Handle,
-    clock: Arc<AppClock>,
+    /// What waits for the client are kept off (none for a complete body).
+    clock: Option<Arc<AppClock>>,
     limits: BodyLimits,
     problem: Option<Refusal>,
 }
 
 impl BodyReader {
-    /// A reader over `input`, waiting for the client off `clock`.
-    pub fn new(input: Input, clock: Arc<AppClock>, limits: BodyLimits) -> BodyReader {
+    /// A reader over `input`, waiting for the client (if its body is not
+    /// complete) off `clock`.
+    pub fn new(input: Input, clock: Option<Arc<AppClock>>, limits: BodyLimits) -> BodyReader {
         BodyReader {
             input,
-            handle: Handle::current(),
             clock,
             limits,
             problem: None,
@@ -274,8 +275,12 @@ impl BodyReader {
             self.input.rest = None;
             return Ok(());
         }
-        let (handle, pace, received) = (&self.handle, &mut self.input.pace, self.input.received);
-        let frame = self.clock.waiting(|| handle.block_on(pace.frame(body, received)))?;
+        let (handle, pace, received) = (Handle::current(), &mut self.input.pace, self.input.received);
+        let mut read = || handle.block_on(pace.frame(body, received));
+        let frame = match &self.clock {
+            Some(clock) => clock.waiting(read),
+            None => read(),
+        }?;
         let pulled = match frame {
             None => {
                 self.input.rest = None;
@@ -327,11 +332,10 @@ impl RequestBody for BodyReader {
 /// 413: the body is larger than `--max-body-size`.
 pub fn too_large(limit: u64) -> Refusal {
     log::warn!("refused a request body over max_body_size ({limit} bytes); raise it with --max-body-size");
-    Refusal {
-        status: 413,
-        reason: "Payload Too Large",
-        detail: format!("the body exceeds {limit} bytes (server option --max-body-size)"),
-    }
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body exceeds {limit} bytes (server option --max-body-size)"),
+    )
 }
 
 /// 408: the body came slower than `--body-min-rate`.
@@ -341,11 +345,10 @@ fn too_slow(received: u64, waited: Duration, min_rate: u64) -> Refusal {
         "a client sent its request body at {rate:.0} bytes/s ({received} bytes in {:.1}s), under body_min_rate ({min_rate}); answered 408 (option --body-min-rate)",
         waited.as_secs_f64()
     );
-    Refusal {
-        status: 408,
-        reason: "Request Timeout",
-        detail: format!("the request body arrived slower than {min_rate} bytes/s (server option --body-min-rate)"),
-    }
+    Refusal::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the request body arrived slower than {min_rate} bytes/s (server option --body-min-rate)"),
+    )
 }
 
 fn idle_timeout(idle: Duration) -> Refusal {
@@ -353,14 +356,13 @@ fn idle_timeout(idle: Duration) -> Refusal {
         "a client sent no request body bytes for {}; answered 408 (option --body-timeout)",
         crate::config::Seconds(idle)
     );
-    Refusal {
-        status: 408,
-        reason: "Request Timeout",
-        detail: format!(
+    Refusal::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
             "no request body bytes arrived for {} (server option --body-timeout)",
             crate::config::Seconds(idle)
         ),
-    }
+    )
 }
 
 /// 400: the body's framing is broken (a bad chunk, a body cut short); or
@@ -373,11 +375,10 @@ pub fn malformed(error: &hyper::Error, verdicts: &Verdicts) -> Refusal {
     let source = std::error::Error::source(error);
     let cause = source.map_or_else(|| error.to_string(), ToString::to_string);
     log::warn!("refused a request with a malformed body: {cause}");
-    Refusal {
-        status: 400,
-        reason: "Bad Request",
-        detail: format!("the request body is malformed: {cause}"),
-    }
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        format!("the request body is malformed: {cause}"),
+    )
 }
 
 #[cfg(test)]

@@ -12,22 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Response, StatusCode};
+use hyper::header::{self, HeaderValue};
+use hyper::Response;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::clock::AppClock;
 use super::Answer;
-use crate::plugin::exchange::{Chunk, Refusal, ResponseSink};
-use crate::plugin::response_head::{self, ResponseHead};
+use crate::plugin::exchange::{Chunk, Refusal, ResponseSink, SendError};
+use crate::plugin::response_head::ResponseHead;
 use crate::server::http::body::{Body, BodyFrame, FileBody};
 
 /// Response chunks buffered between the app's thread and the connection.
 const BODY_CHANNEL_DEPTH: usize = 8;
 
 /// Where the response goes once its head is known.
-pub enum Delivery {
+enum Delivery {
     /// Inline: kept here until the call returns (the connection task is
     /// the one running the call).
     Held(Option<Response<Body>>),
@@ -51,26 +51,39 @@ pub struct HttpSink {
     remaining: Option<u64>,
     /// The response refuses the request: close the connection after it.
     close: bool,
-    /// A send failed because the connection is gone.
-    gone: bool,
-    /// How a blocking thread waits for a slow client.
-    client: ClientWait,
+    /// How a blocking thread waits for a slow client (none inline: the
+    /// connection's task never waits for its own client).
+    client: Option<ClientWait>,
 }
 
 /// Waiting for the client from a blocking thread: bounded, off the clock.
 struct ClientWait {
-    handle: Handle,
     clock: Arc<AppClock>,
     idle: Duration,
 }
 
-const CLIENT_GONE: &str = "the client went away";
-
 impl HttpSink {
-    /// A sink delivering as `delivery`; `head_only` for HEAD requests;
-    /// `sendfile` where a large file may go out with `sendfile`; waits for
-    /// a slow client up to `idle`, off `clock`.
-    pub fn new(delivery: Delivery, head_only: bool, sendfile: bool, clock: Arc<AppClock>, idle: Duration) -> Self {
+    /// A sink for an inline call, holding the response until the call
+    /// returns; `head_only` for HEAD requests; `sendfile` where a large
+    /// file may go out with `sendfile`.
+    pub fn held(head_only: bool, sendfile: bool) -> Self {
+        HttpSink::new(Delivery::Held(None), head_only, sendfile, None)
+    }
+
+    /// A sink for a call on an app thread, sending the head through
+    /// `response` and waiting for a slow client up to `idle`, off `clock`.
+    pub fn sending(
+        response: oneshot::Sender<Response<Body>>,
+        head_only: bool,
+        sendfile: bool,
+        clock: Arc<AppClock>,
+        idle: Duration,
+    ) -> Self {
+        let client = Some(ClientWait { clock, idle });
+        HttpSink::new(Delivery::Send(Some(response)), head_only, sendfile, client)
+    }
+
+    fn new(delivery: Delivery, head_only: bool, sendfile: bool, client: Option<ClientWait>) -> Self {
         HttpSink {
             delivery,
             body_tx: None,
@@ -80,18 +93,8 @@ impl HttpSink {
             streamed: false,
             remaining: None,
             close: false,
-            gone: false,
-            client: ClientWait {
-                handle: Handle::current(),
-                clock,
-                idle,
-            },
+            client,
         }
-    }
-
-    /// The request's clock.
-    pub fn clock(&self) -> Arc<AppClock> {
-        self.client.clock.clone()
     }
 
     /// Whether the head went out before the body was complete (the call
@@ -100,7 +103,7 @@ impl HttpSink {
         self.streamed
     }
 
-    fn send_response(&mut self, head: ResponseHead, body: Body) -> Result<(), String> {
+    fn send_response(&mut self, head: ResponseHead, body: Body) -> Result<(), SendError> {
         let mut response = build_response(head, body);
         if self.close {
             response
@@ -114,14 +117,12 @@ impl HttpSink {
             }
             Delivery::Send(tx) => {
                 let status = response.status().as_u16();
-                tx.take()
-                    .ok_or("response head sent twice")?
-                    .send(response)
-                    .map_err(|_| self.went_away())?;
+                let tx = tx.take().ok_or_else(sent_twice)?;
+                tx.send(response).map_err(|_| SendError::ClientGone)?;
                 crate::inflight::head_sent(status);
                 Ok(())
             }
-            Delivery::Held(Some(_)) => Err("response head sent twice".to_owned()),
+            Delivery::Held(Some(_)) => Err(sent_twice()),
         }
     }
 
@@ -134,8 +135,10 @@ impl HttpSink {
     }
 
     /// From an inline call to a blocking thread (a stream is to be
-    /// pulled): what was held goes out now, the rest through a channel.
-    pub fn hand_off(&mut self) -> Answer {
+    /// pulled, waiting for a slow client up to `idle`, off `clock`): what
+    /// was held goes out now, the rest through a channel.
+    pub fn hand_off(&mut self, clock: Arc<AppClock>, idle: Duration) -> Answer {
+        self.client = Some(ClientWait { clock, idle });
         if let Some((head, queued)) = self.held.take() {
             let (tx, rx) = mpsc::channel(BODY_CHANNEL_DEPTH);
             self.body_tx = Some(tx);
@@ -147,12 +150,6 @@ impl HttpSink {
         let (response_tx, response_rx) = oneshot::channel();
         self.delivery = Delivery::Send(Some(response_tx));
         Answer::Later(response_rx)
-    }
-
-    /// Notes that the connection is gone; the error to return.
-    fn went_away(&mut self) -> String {
-        self.gone = true;
-        CLIENT_GONE.to_owned()
     }
 
     /// How many of `len` more bytes the app's Content-Length still
@@ -185,17 +182,17 @@ impl HttpSink {
         }
     }
 
-    fn push(&mut self, frame: BodyFrame) -> Result<(), String> {
+    fn push(&mut self, frame: BodyFrame) -> Result<(), SendError> {
         match (&self.body_tx, &mut self.held) {
             (Some(tx), _) => {
-                let ClientWait { handle, clock, idle } = &self.client;
+                let Some(ClientWait { clock, idle }) = &self.client else {
+                    return Err(SendError::Transport("a body channel without a client wait".to_owned()));
+                };
+                let handle = Handle::current();
                 match clock.waiting(|| handle.block_on(tokio::time::timeout(*idle, tx.send(frame)))) {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(self.went_away()),
-                    Err(_) => Err(format!(
-                        "the client took no response bytes for {} (server option --body-timeout)",
-                        crate::config::Seconds(*idle)
-                    )),
+                    Ok(Err(_)) => Err(SendError::ClientGone),
+                    Err(_) => Err(SendError::ClientStalled(*idle)),
                 }
             }
             (None, Some((_, queued))) => {
@@ -208,7 +205,7 @@ impl HttpSink {
 }
 
 impl ResponseSink for HttpSink {
-    fn head(&mut self, head: ResponseHead) -> Result<(), String> {
+    fn head(&mut self, head: ResponseHead) -> Result<(), SendError> {
         self.remaining = head.content_length();
         self.streamed = true;
         if self.head_only {
@@ -223,13 +220,15 @@ impl ResponseSink for HttpSink {
         self.send_response(head, Body::channel(rx))
     }
 
-    fn data(&mut self, chunk: Chunk) -> Result<(), String> {
+    fn data(&mut self, chunk: Chunk) -> Result<(), SendError> {
         match self.body_of(chunk) {
             Body::Full(Some(bytes)) => self.push(Ok(bytes)),
             // A file after the write callable's bytes: read as it goes.
             Body::File(mut file) => {
                 while let Some(piece) = file.next_read() {
-                    self.push(Ok(piece.map_err(|e| format!("the file body cannot be read: {e}"))?))?;
+                    let piece =
+                        piece.map_err(|e| SendError::Transport(format!("the file body cannot be read: {e}")))?;
+                    self.push(Ok(piece))?;
                 }
                 Ok(())
             }
@@ -237,7 +236,7 @@ impl ResponseSink for HttpSink {
         }
     }
 
-    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), String> {
+    fn whole(&mut self, head: ResponseHead, body: Option<Chunk>) -> Result<(), SendError> {
         self.remaining = head.content_length();
         let body = match body {
             Some(chunk) if !self.head_only => self.body_of(chunk),
@@ -248,10 +247,6 @@ impl ResponseSink for HttpSink {
 
     fn refused(&mut self, _: &Refusal) {
         self.close = true;
-    }
-
-    fn client_gone(&self) -> bool {
-        self.gone
     }
 
     fn abort(&mut self) {
@@ -266,6 +261,11 @@ impl ResponseSink for HttpSink {
     }
 }
 
+/// A host bug: a response head handed over twice.
+fn sent_twice() -> SendError {
+    SendError::Transport("response head sent twice".to_owned())
+}
+
 fn chunk_bytes(chunk: Chunk) -> Bytes {
     match chunk {
         Chunk::Static(bytes) => Bytes::from_static(bytes),
@@ -275,50 +275,15 @@ fn chunk_bytes(chunk: Chunk) -> Bytes {
     }
 }
 
-/// Hop-by-hop headers belong to the server, not the app (PEP 3333).
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP_BY_HOP: [&str; 8] = [
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
-}
-
-/// The hyper response for an app's head (its hop-by-hop headers dropped)
-/// and `body`.
+/// The hyper response for an app's head (validated and converted when the
+/// app set it) and `body`.
 pub(super) fn build_response(head: ResponseHead, body: Body) -> Response<Body> {
+    let (status, reason, headers) = head.into_parts();
     let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let reason = head.reason();
-    if !reason.is_empty() && Some(reason) != response.status().canonical_reason() {
-        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
-            response.extensions_mut().insert(reason);
-        }
-    }
-    // Every value is a slice of the head's one buffer: no copies.
-    let count = head.len();
-    let text = Bytes::from(head.into_text());
-    let headers = response.headers_mut();
-    headers.reserve(count + 1); // and Server
-    for (name, value) in response_head::header_spans(&text) {
-        let name = &text[name];
-        if is_hop_by_hop(name) {
-            log::debug!("dropped the app's hop-by-hop header {}", String::from_utf8_lossy(name));
-            continue;
-        }
-        // Validated by `response_head` already; skip rather than panic.
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_maybe_shared(text.slice(value)),
-        ) {
-            headers.append(name, value);
-        }
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+        response.extensions_mut().insert(reason);
     }
     response
 }

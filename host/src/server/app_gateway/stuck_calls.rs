@@ -165,7 +165,14 @@ impl InlineCall {
     /// future) for `method path` on this thread; `route`, the mount's
     /// policy and the route's record in it, is demoted if it runs long.
     pub fn enter(method: &str, path: &str, route: Option<(&Arc<CallPolicy>, RouteId)>) -> InlineCall {
-        let call = SLOT.with(|slot| InlineCall::begin(slot, method, path, route, now_ms()));
+        InlineCall::enter_at(Instant::now(), method, path, route)
+    }
+
+    /// [`InlineCall::enter`] for a call that began `at` (a reading of the
+    /// clock the caller already has).
+    pub fn enter_at(at: Instant, method: &str, path: &str, route: Option<(&Arc<CallPolicy>, RouteId)>) -> InlineCall {
+        let at_ms = at.saturating_duration_since(epoch()).as_millis() as u64;
+        let call = SLOT.with(|slot| InlineCall::begin(slot, method, path, route, at_ms));
         if PARKED.load(SeqCst) && PARKED.swap(false, SeqCst) {
             if let Some(watchdog) = WATCHDOG.get() {
                 watchdog.unpark();

@@ -25,9 +25,9 @@ pub struct Connection {
 }
 
 /// Counts its request as answered when dropped.
-pub struct Answered<'a>(&'a Connection);
+pub struct Answered(Arc<Connection>);
 
-impl Drop for Answered<'_> {
+impl Drop for Answered {
     fn drop(&mut self) {
         self.0.answered.fetch_add(1, Ordering::Relaxed);
     }
@@ -62,12 +62,12 @@ impl Connection {
 
     /// Counts a request as begun: its number on the connection (from 0),
     /// and a guard that counts it answered when dropped.
-    pub fn begin(&self) -> (u64, Answered<'_>) {
+    pub fn begin(self: &Arc<Self>) -> (u64, Answered) {
         let number = self.requests.fetch_add(1, Ordering::Relaxed);
         if number == 0 {
             self.first_request.notify_waiters();
         }
-        (number, Answered(self))
+        (number, Answered(self.clone()))
     }
 
     /// Waits until the first request has begun.

@@ -16,6 +16,11 @@ use hyper::header::{HeaderMap, HeaderName, FORWARDED};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// Whether `name` is one of the forwarding headers a trusted proxy sets.
+pub fn is_forwarding(name: &HeaderName) -> bool {
+    *name == FORWARDED || *name == X_FORWARDED_FOR || *name == X_FORWARDED_PROTO
+}
+
 pub use crate::config::ProxyNet;
 
 impl ProxyNet {
@@ -68,10 +73,7 @@ impl TrustedProxies {
     /// What the forwarding headers say, for a request from a trusted peer.
     pub fn read(&self, headers: &HeaderMap) -> Forwarded {
         // Most requests carry none: no parsing, no allocation.
-        if ![&FORWARDED, &X_FORWARDED_FOR, &X_FORWARDED_PROTO]
-            .iter()
-            .any(|name| headers.contains_key(*name))
-        {
+        if !headers.keys().any(is_forwarding) {
             return Forwarded::default();
         }
         let values = |name: &HeaderName| -> Vec<String> {

@@ -51,8 +51,7 @@ pub fn quarantined(left: Duration) -> Response<Body> {
 /// A request refused for breaking a rule: its status and detail, and the
 /// connection closed (what follows it on the connection is not trusted).
 pub fn refusal(refusal: &Refusal) -> Response<Body> {
-    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = error(status, &refusal.detail);
+    let mut response = error(refusal.status, &refusal.detail);
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -10,7 +10,6 @@
 //! writer parks: no wake-ups without requests. A worker that crashes
 //! loses at most the last 100 ms of its lines; a stop flushes them all.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +17,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hyper::header::{HeaderMap, HeaderValue, REFERER, USER_AGENT};
-use hyper::{Uri, Version};
 use serde::Serialize;
 
+use super::Outcome;
 use crate::config::AccessLogFormat;
-use crate::server::http::request_id::RequestId;
+use crate::server::http::context::RequestContext;
 
 /// How long the first line of a batch may wait to be written.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
@@ -51,39 +49,24 @@ struct Buffer {
     idle: AtomicBool,
 }
 
-/// One finished request.
+/// One finished request, as its line shows it.
 pub struct Entry<'a> {
     /// The client's address.
     pub remote: &'a str,
     /// The request method.
     pub method: &'a str,
-    /// The request target (path and query, as sent).
+    /// The request target (see `http::context::target_of`).
     pub target: &'a str,
-    /// `HTTP/1.1` or `HTTP/1.0`.
+    /// `HTTP/1.1`, `HTTP/1.0` or `HTTP/2`.
     pub protocol: &'a str,
-    /// The status sent (0 if none was).
-    pub status: u16,
-    /// Body bytes sent (a WebSocket's: the bytes of its messages sent).
-    pub bytes: u64,
-    /// A WebSocket's: the bytes of the messages received.
-    pub received: Option<u64>,
-    /// From arrival to the end of the response.
-    pub duration: Duration,
-    /// The request's id and, for the combined format, its Referer and
-    /// User-Agent.
-    pub facts: &'a RequestFacts,
-}
-
-/// What a request's log line takes from its head, kept from routing to
-/// the end of the response.
-#[derive(Clone, Debug)]
-pub struct RequestFacts {
-    /// `X-Request-Id` (see `server::request_id`).
-    pub id: RequestId,
-    /// `Referer`, kept only for the combined format.
-    pub referer: Option<HeaderValue>,
-    /// `User-Agent`, kept only for the combined format.
-    pub user_agent: Option<HeaderValue>,
+    /// The request's id.
+    pub id: &'a str,
+    /// `Referer` and `User-Agent`, for the combined format.
+    pub referer: Option<&'a [u8]>,
+    /// See [`Entry::referer`].
+    pub user_agent: Option<&'a [u8]>,
+    /// How it ended.
+    pub outcome: &'a Outcome,
 }
 
 impl AccessLog {
@@ -111,15 +94,25 @@ impl AccessLog {
         }
     }
 
-    /// The facts a request's line needs: its id, and for the combined
-    /// format its Referer and User-Agent.
-    pub fn facts(&self, headers: &HeaderMap, id: RequestId) -> RequestFacts {
-        let combined = self.format == AccessLogFormat::Combined;
-        RequestFacts {
-            id,
-            referer: combined.then(|| headers.get(REFERER).cloned()).flatten(),
-            user_agent: combined.then(|| headers.get(USER_AGENT).cloned()).flatten(),
+    /// Records the request of `ctx`, which ended as `outcome`.
+    pub fn request(&self, ctx: &RequestContext, outcome: &Outcome) {
+        if !self.enabled {
+            return;
         }
+        let (referer, user_agent) = match self.format {
+            AccessLogFormat::Combined => ctx.referer_and_agent(),
+            _ => (None, None),
+        };
+        self.record(&Entry {
+            remote: ctx.client(),
+            method: ctx.method().as_str(),
+            target: &ctx.target(),
+            protocol: ctx.protocol(),
+            id: ctx.id.as_str(),
+            referer: referer.map(|v| v.as_bytes()),
+            user_agent: user_agent.map(|v| v.as_bytes()),
+            outcome,
+        });
     }
 
     /// Records one request.
@@ -151,7 +144,8 @@ impl AccessLog {
             line.push(b'.');
             push_padded(line, &mut numbers, u64::from(now.subsec_millis()));
             line.extend_from_slice(b"Z INFO  access] ");
-            let micros = entry.duration.as_micros() as u64;
+            let outcome = entry.outcome;
+            let micros = outcome.duration.as_micros() as u64;
             match self.format {
                 AccessLogFormat::Off => {}
                 AccessLogFormat::Text => {
@@ -161,20 +155,20 @@ impl AccessLog {
                     line.push(b'.');
                     push_padded(line, &mut numbers, micros % 1000);
                     line.extend_from_slice(b"ms ");
-                    if let Some(received) = entry.received {
+                    if let Some(received) = outcome.received {
                         line.extend_from_slice(b"in=");
                         line.extend_from_slice(numbers.format(received).as_bytes());
                         line.push(b' ');
                     }
                     line.extend_from_slice(b"id=");
-                    push_escaped(line, entry.facts.id.as_str().as_bytes());
+                    push_escaped(line, entry.id.as_bytes());
                 }
                 AccessLogFormat::Combined => {
                     request_part(line, &mut numbers, entry, &dates.clf, true);
-                    for value in [&entry.facts.referer, &entry.facts.user_agent] {
+                    for value in [entry.referer, entry.user_agent] {
                         line.extend_from_slice(b" \"");
                         match value {
-                            Some(value) => push_escaped(line, value.as_bytes()),
+                            Some(value) => push_escaped(line, value),
                             None => line.push(b'-'),
                         }
                         line.push(b'"');
@@ -189,11 +183,11 @@ impl AccessLog {
                             method: entry.method,
                             path: entry.target,
                             protocol: entry.protocol,
-                            status: entry.status,
-                            bytes: entry.bytes,
-                            bytes_in: entry.received,
+                            status: outcome.status,
+                            bytes: outcome.bytes,
+                            bytes_in: outcome.received,
                             duration_ms: micros as f64 / 1000.0,
-                            request_id: entry.facts.id.as_str(),
+                            request_id: entry.id,
                         },
                     );
                 }
@@ -222,9 +216,9 @@ fn request_part(line: &mut Vec<u8>, numbers: &mut itoa::Buffer, entry: &Entry<'_
     line.push(b' ');
     line.extend_from_slice(entry.protocol.as_bytes());
     line.extend_from_slice(b"\" ");
-    line.extend_from_slice(numbers.format(entry.status).as_bytes());
+    line.extend_from_slice(numbers.format(entry.outcome.status).as_bytes());
     line.push(b' ');
-    match entry.bytes {
+    match entry.outcome.bytes {
         0 if apache => line.push(b'-'),
         bytes => line.extend_from_slice(numbers.format(bytes).as_bytes()),
     }
@@ -367,17 +361,6 @@ impl Buffer {
             let _ = stderr.write_all(&rest[..cut]);
             rest = &rest[cut..];
         }
-    }
-}
-
-/// A request target as the log shows it: as sent for origin-form, the
-/// whole URI for the other forms (absolute, authority, `*`); HTTP/2's
-/// `:path` (its `:scheme` and `:authority` are not part of the target).
-pub fn target_of(version: Version, uri: &Uri) -> Cow<'_, str> {
-    match (uri.authority(), uri.path_and_query()) {
-        (_, Some(path)) if version == Version::HTTP_2 => Cow::Borrowed(path.as_str()),
-        (None, Some(path)) => Cow::Borrowed(path.as_str()),
-        _ => Cow::Owned(uri.to_string()),
     }
 }
 

@@ -5,16 +5,26 @@
 //! worker sends a [`Snapshot`] to its master every second, and the master
 //! serves the sum (see `supervisor::admin`).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use super::Outcome;
 
 /// Upper bounds of the latency buckets, in seconds (`+Inf` is implied).
 pub const LATENCY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
 
-/// The label of requests no app answered (static files, refusals).
+/// The mount label of requests no app answered (static files, refusals).
 pub const NO_MOUNT: &str = "";
+
+/// Which mount's counters a request counts in: an index into the mounts
+/// the counters were made for ([`MountIndex::NONE`]: no app answered).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MountIndex(usize);
+
+impl MountIndex {
+    /// Requests no app answered.
+    pub const NONE: MountIndex = MountIndex(0);
+}
 
 /// A process's request counters.
 #[derive(Debug)]
@@ -157,11 +167,17 @@ impl ServerMetrics {
         self.ws_messages[direction as usize].fetch_add(1, Relaxed);
     }
 
+    /// The counters of the mount at `prefix` ([`MountIndex::NONE`] for one
+    /// they were not made for).
+    pub fn mount_index(&self, prefix: &str) -> MountIndex {
+        MountIndex(self.mounts.iter().position(|m| m == prefix).unwrap_or(0))
+    }
+
     /// Counts one finished request.
-    pub fn observe(&self, mount: &str, status: u16, bytes: u64, duration: Duration) {
-        let index = self.mounts.iter().position(|m| m == mount).unwrap_or(0);
-        let class = usize::from(status / 100).min(5);
-        self.requests[index][class].fetch_add(1, Relaxed);
+    pub fn observe(&self, mount: MountIndex, outcome: &Outcome) {
+        let class = usize::from(outcome.status / 100).min(5);
+        self.requests[mount.0][class].fetch_add(1, Relaxed);
+        let (duration, bytes) = (outcome.duration, outcome.bytes);
         let seconds = duration.as_secs_f64();
         let bucket = LATENCY_BUCKETS
             .iter()
@@ -242,14 +258,27 @@ pub fn resident_bytes() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// Counts a request with `status`, `bytes` and `duration` at `mount`.
+    fn observe(metrics: &ServerMetrics, mount: &str, status: u16, bytes: u64, duration: Duration) {
+        let outcome = Outcome {
+            status,
+            bytes,
+            received: None,
+            duration,
+        };
+        metrics.observe(metrics.mount_index(mount), &outcome);
+    }
 
     #[test]
     fn requests_land_in_their_mount_class_and_bucket() {
         let metrics = ServerMetrics::new(["/time"]);
-        metrics.observe("/time", 200, 10, Duration::from_micros(300));
-        metrics.observe("/time", 503, 5, Duration::from_millis(2));
-        metrics.observe(NO_MOUNT, 404, 1, Duration::from_secs(60));
+        observe(&metrics, "/time", 200, 10, Duration::from_micros(300));
+        observe(&metrics, "/time", 503, 5, Duration::from_millis(2));
+        observe(&metrics, NO_MOUNT, 404, 1, Duration::from_secs(60));
         metrics.app_call(CallSite::Pool);
         let in_flight = metrics.begin();
         assert_eq!(metrics.snapshot().in_flight, 1);
@@ -271,10 +300,10 @@ mod tests {
     #[test]
     fn counters_add_up_across_workers_and_gauges_do_not() {
         let one = ServerMetrics::new(["/a"]);
-        one.observe("/a", 200, 3, Duration::from_micros(100));
+        observe(&one, "/a", 200, 3, Duration::from_micros(100));
         let two = ServerMetrics::new(["/b"]);
-        two.observe("/b", 404, 4, Duration::from_secs(2));
-        two.observe(NO_MOUNT, 200, 1, Duration::from_micros(100));
+        observe(&two, "/b", 404, 4, Duration::from_secs(2));
+        observe(&two, NO_MOUNT, 200, 1, Duration::from_micros(100));
         let mut sum = Snapshot::default();
         for metrics in [&one, &two] {
             let mut snapshot = metrics.snapshot();

@@ -2,9 +2,11 @@
 //! for it and the request rules ([`crate::server::http::strict`]), the target's length,
 //! the decoded path, then the route: a static file, a redirect, a method
 //! the static site does not allow, the 404 page, a quarantined route, or
-//! an app. Every response the server makes itself is logged here; an app's
-//! is logged by the app gateway.
+//! an app. The request's context is built once, here, and borrowed (or,
+//! for an app, handed over) from then on. Every response the server makes
+//! itself is logged here; an app's is logged by the app gateway.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,16 +19,15 @@ use super::budget::RequestBudget;
 use super::quarantined::Quarantined;
 use super::router::Route;
 use super::router::Router;
-use crate::server::app_gateway::stuck_calls;
-use crate::server::app_gateway::{self, environ::protocol};
+use crate::server::app_gateway::mount::PathInfo;
+use crate::server::app_gateway::{self, stuck_calls, AppTarget};
 use crate::server::http::body::Body;
 use crate::server::http::connection::Connection;
-use crate::server::http::request_id;
-use crate::server::http::responses;
-use crate::server::http::strict;
+use crate::server::http::context::RequestContext;
 use crate::server::http::strict::request::SERVER_METHODS;
-use crate::server::observe::access_log::{target_of, Entry, RequestFacts};
-use crate::server::observe::metrics;
+use crate::server::http::{request_id, responses, strict};
+use crate::server::observe::metrics::{self, MountIndex};
+use crate::server::observe::Outcome;
 use crate::server::state::ServerState;
 use crate::server::static_site;
 
@@ -69,38 +70,35 @@ pub async fn handle(
     conn: Arc<Connection>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let state = &handler.state;
     let started = Instant::now();
+    let state = &handler.state;
     let _in_flight = state.metrics.begin();
-    let id = request_id::of(request.headers(), conn.info.trusted_proxy);
-    let facts = state.access_log.facts(request.headers(), id);
     let (number, _answered) = conn.begin();
     if let Some(limit) = handler.budget.spend() {
         (state.retire)(&format!("served its {limit} requests (option --max-requests)"));
     }
-    let version = request.version();
-    let refusal = conn
+    let (head, body) = request.into_parts();
+    let id = request_id::of(&head.headers, conn.info.trusted_proxy);
+    let ctx = RequestContext {
+        head,
+        conn,
+        id,
+        started,
+    };
+    let http2 = ctx.head.version == Version::HTTP_2;
+    let refusal = ctx
+        .conn
         .verdicts
         .for_request(number)
-        .or_else(|| strict::request::check(&request).err());
+        .or_else(|| strict::request::check(&ctx.head).err());
     let mut response = match refusal {
-        Some(refusal) => {
-            let response = responses::refusal(&refusal);
-            record(state, &conn, &request, &response, started, &facts);
-            response
-        }
-        None => match route(&handler, &conn, request, started, &facts).await {
-            (response, None) => response,
-            (response, Some(request)) => {
-                record(state, &conn, &request, &response, started, &facts);
-                response
-            }
-        },
+        Some(refusal) => answered(state, &ctx, responses::refusal(&refusal)),
+        None => route(&handler, ctx, body).await,
     };
     add_server_header(&mut response);
     // A draining HTTP/1 connection asks its client to go (HTTP/2 has
     // GOAWAY for that, and no Connection header).
-    if version != Version::HTTP_2 && state.drain.is_draining() {
+    if !http2 && state.drain.is_draining() {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -108,56 +106,43 @@ pub async fn handle(
     Ok(response)
 }
 
-/// Where a request ended up: the response, and the request when the
-/// server answered it itself (to be logged; an app's answer is logged by
-/// the app gateway).
-type Routed = (Response<Body>, Option<Request<()>>);
-
-async fn route(
-    handler: &Handler,
-    conn: &Connection,
-    request: Request<Incoming>,
-    started: Instant,
-    facts: &RequestFacts,
-) -> Routed {
+/// The response to a request that passed the request rules: the server's
+/// own (logged here), or an app's (the app gateway logs it).
+async fn route(handler: &Handler, ctx: RequestContext, body: Incoming) -> Response<Body> {
     let state = &handler.state;
-    let server = |response, request: Request<Incoming>| (response, Some(request.map(|_| ())));
-    let method = request.method().clone();
-    let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let target_len = ctx.head.uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len as u64 > state.limits.max_uri_length.0 {
         log::warn!("refused a {target_len}-byte request target over max_uri_length; raise it with --max-uri-length");
         let detail = format!(
             "the request target exceeds {} bytes (server option --max-uri-length)",
             state.limits.max_uri_length.0
         );
-        return server(responses::error(StatusCode::URI_TOO_LONG, &detail), request);
+        return answered(state, &ctx, responses::error(StatusCode::URI_TOO_LONG, &detail));
     }
     // hyper counts HTTP/1 headers as it parses; HTTP/2's arrive decoded.
-    if request.headers().len() > state.limits.max_headers {
+    if ctx.head.headers.len() > state.limits.max_headers {
         log::warn!("refused a request with more than max_headers headers; raise it with --max-headers");
         let detail = format!(
             "the request has more than {} headers (server option --max-headers)",
             state.limits.max_headers
         );
-        return server(
-            responses::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &detail),
-            request,
-        );
+        let response = responses::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &detail);
+        return answered(state, &ctx, response);
     }
-    if request.uri().path() == "*" {
-        return server(responses::allow(StatusCode::NO_CONTENT, SERVER_METHODS), request);
+    if ctx.head.uri.path() == "*" {
+        return answered(state, &ctx, responses::allow(StatusCode::NO_CONTENT, SERVER_METHODS));
     }
-    let path = match strict::request::decoded_path(request.uri().path()) {
+    let path = match strict::request::decoded_path(ctx.head.uri.path()) {
         Ok(path) => path,
-        Err(refusal) => return server(responses::refusal(&refusal), request),
+        Err(refusal) => return answered(state, &ctx, responses::refusal(&refusal)),
     };
-    let sendfile = conn.info.sendfile(request.version());
-    let response = match handler.router.route(&method, &path) {
-        Route::File(file) => static_site::serve_file(&method, request.headers(), &file, sendfile),
+    let method = ctx.method();
+    let response = match handler.router.route(method, &path) {
+        Route::File(file) => static_site::serve_file(method, &ctx.head.headers, &file, ctx.sendfile()),
         Route::AddSlash => {
             // One leading slash: "//name/" would send the browser to another host.
-            let path = request.uri().path().trim_start_matches('/');
-            let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let path = ctx.head.uri.path().trim_start_matches('/');
+            let query = ctx.head.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
             responses::moved_permanently(&format!("/{path}/{query}"))
         }
         Route::StaticOnly if method == Method::OPTIONS => responses::allow(StatusCode::NO_CONTENT, STATIC_METHODS),
@@ -170,29 +155,23 @@ async fn route(
             ),
         ),
         Route::NotFound => match handler.router.site() {
-            Some(site) => site.not_found(&method, sendfile),
+            Some(site) => site.not_found(method, ctx.sendfile()),
             None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
         },
-        Route::App { mount, path_info } => match handler.quarantined.remaining(&mount.prefix, &path_info, started) {
+        Route::App { mount, path_info } => match handler.quarantined.remaining(&mount.prefix, path_info, ctx.started) {
             Some(left) => responses::quarantined(left),
             None => {
-                let call = app_gateway::AppCall {
-                    state: state.clone(),
-                    app: mount.app.clone(),
-                    policy: mount.policy.clone(),
-                    route: mount.policy.route_of(&path_info),
-                    mount: mount.prefix.clone(),
+                let path_info = PathInfo::of(path_info, matches!(path, Cow::Borrowed(_)));
+                let target = AppTarget {
+                    state,
+                    mount,
                     path_info,
-                    conn: conn.info.clone(),
-                    verdicts: conn.verdicts.clone(),
-                    started,
-                    facts: facts.clone(),
                 };
-                return (app_gateway::serve(call, request).await, None);
+                return app_gateway::serve(target, ctx, body).await;
             }
         },
     };
-    server(response, request)
+    answered(state, &ctx, response)
 }
 
 /// A 400 for a path that decodes to something no route may see.
@@ -202,28 +181,16 @@ const STANDARD_METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OP
 /// What the static site allows on its files.
 const STATIC_METHODS: &str = "GET, HEAD, OPTIONS";
 
-fn record<B>(
-    state: &ServerState,
-    conn: &Connection,
-    request: &Request<B>,
-    response: &Response<Body>,
-    started: Instant,
-    facts: &RequestFacts,
-) {
-    state.finished(
-        metrics::NO_MOUNT,
-        &Entry {
-            remote: &conn.info.remote_addr,
-            method: request.method().as_str(),
-            target: &target_of(request.version(), request.uri()),
-            protocol: protocol(request.version()),
-            status: response.status().as_u16(),
-            bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
-            received: None,
-            duration: started.elapsed(),
-            facts,
-        },
-    );
+/// Logs and counts a response the server made itself, and gives it back.
+fn answered(state: &ServerState, ctx: &RequestContext, response: Response<Body>) -> Response<Body> {
+    let outcome = Outcome {
+        status: response.status().as_u16(),
+        bytes: http_body::Body::size_hint(response.body()).exact().unwrap_or(0),
+        received: None,
+        duration: ctx.started.elapsed(),
+    };
+    state.finished(ctx, MountIndex::NONE, &outcome);
+    response
 }
 
 fn add_server_header(response: &mut Response<Body>) {

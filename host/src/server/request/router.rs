@@ -9,28 +9,17 @@ use std::sync::Arc;
 
 use hyper::Method;
 
-use crate::plugin::loader::LoadedApp;
-use crate::server::app_gateway::call_policy::CallPolicy;
+use crate::server::app_gateway::mount::MountedApp;
 use crate::server::static_site::{Lookup, StaticFile, StaticSite};
-
-/// An app at a URL prefix or suffix pattern.
-pub struct MountedApp {
-    /// `/`, e.g. `/time` (no trailing slash), or e.g. `*.py`.
-    pub prefix: Arc<str>,
-    /// The app.
-    pub app: Arc<LoadedApp>,
-    /// Where its calls run.
-    pub policy: Arc<CallPolicy>,
-}
 
 /// The routing table.
 pub struct Router {
-    mounts: Vec<MountedApp>,
+    mounts: Vec<Arc<MountedApp>>,
     site: Option<StaticSite>,
 }
 
-/// Where one request goes.
-pub enum Route<'r> {
+/// Where one request goes (`'r`: the router's, `'p`: the path's).
+pub enum Route<'r, 'p> {
     /// A file of the static site.
     File(Arc<StaticFile>),
     /// A folder asked for without its trailing slash.
@@ -38,9 +27,9 @@ pub enum Route<'r> {
     /// An app, with the path split into `SCRIPT_NAME` and `PATH_INFO`.
     App {
         /// The mount.
-        mount: &'r MountedApp,
+        mount: &'r Arc<MountedApp>,
         /// `PATH_INFO`.
-        path_info: String,
+        path_info: &'p str,
     },
     /// A file or folder of the static site, with a method it does not
     /// serve (and no app mounted there): 405, or the `Allow` of OPTIONS.
@@ -52,7 +41,7 @@ pub enum Route<'r> {
 impl Router {
     /// A router; a prefix naming the whole path wins, then suffix patterns
     /// are tried (longest first), then prefixes, longest first.
-    pub fn new(mut mounts: Vec<MountedApp>, site: Option<StaticSite>) -> Self {
+    pub fn new(mut mounts: Vec<Arc<MountedApp>>, site: Option<StaticSite>) -> Self {
         sort_mounts(&mut mounts, |m| &m.prefix);
         Router { mounts, site }
     }
@@ -63,7 +52,7 @@ impl Router {
     }
 
     /// Routes a request by method and percent-decoded path.
-    pub fn route(&self, method: &Method, path: &str) -> Route<'_> {
+    pub fn route<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Route<'r, 'p> {
         let readable = method == Method::GET || method == Method::HEAD;
         if let (Some(site), true) = (&self.site, readable) {
             match site.lookup(path) {
@@ -73,10 +62,7 @@ impl Router {
             }
         }
         if let Some((mount, path_info)) = choose(&self.mounts, |m| &m.prefix, path) {
-            return Route::App {
-                mount,
-                path_info: path_info.to_owned(),
-            };
+            return Route::App { mount, path_info };
         }
         let on_site = |site: &StaticSite| !matches!(site.lookup(path), Lookup::Missing);
         if !readable && self.site.as_ref().is_some_and(on_site) {
@@ -118,7 +104,7 @@ fn strip_mount<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::app_gateway::environ::script_name;
+    use crate::server::app_gateway::mount::script_name;
 
     #[test]
     fn mounts_match_on_segment_boundaries() {

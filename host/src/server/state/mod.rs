@@ -7,10 +7,12 @@ pub mod app_threads;
 use std::sync::Arc;
 
 use crate::config::Limits;
+use crate::server::http::context::RequestContext;
 use crate::server::http::forwarded;
 use crate::server::net::drain::Drain;
-use crate::server::observe::access_log::{self, AccessLog};
-use crate::server::observe::metrics;
+use crate::server::observe::access_log::AccessLog;
+use crate::server::observe::metrics::{self, MountIndex};
+use crate::server::observe::Outcome;
 
 /// What every request shares, across all connections.
 pub struct ServerState {
@@ -44,9 +46,11 @@ pub struct ServerState {
 pub type Retire = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl ServerState {
-    /// A request is over: counts it and writes its access-log line.
-    pub fn finished(&self, mount: &str, entry: &access_log::Entry<'_>) {
-        self.metrics.observe(mount, entry.status, entry.bytes, entry.duration);
-        self.access_log.record(entry);
+    /// The request of `ctx`, answered through `mount` ([`MountIndex::NONE`]
+    /// when no app answered), ended as `outcome`: counts it and writes its
+    /// access-log line. Every request a worker serves is recorded here.
+    pub fn finished(&self, ctx: &RequestContext, mount: MountIndex, outcome: &Outcome) {
+        self.metrics.observe(mount, outcome);
+        self.access_log.request(ctx, outcome);
     }
 }

@@ -3,7 +3,8 @@
 
 use base64::Engine;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, StatusCode, Version};
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode, Version};
 
 use crate::plugin::exchange::Refusal;
 use crate::server::http::body::Body;
@@ -33,14 +34,14 @@ pub struct Offer {
 
 /// Whether `request` asks for a WebSocket, and if so whether its handshake
 /// is valid.
-pub fn handshake<B>(request: &Request<B>) -> Handshake {
-    let headers = request.headers();
-    let wants = if request.version() == Version::HTTP_2 {
-        match request.extensions().get::<hyper::ext::Protocol>() {
+pub fn handshake(request: &Parts) -> Handshake {
+    let headers = &request.headers;
+    let wants = if request.version == Version::HTTP_2 {
+        match request.extensions.get::<hyper::ext::Protocol>() {
             None => return Handshake::None,
             Some(protocol) if !protocol.as_str().eq_ignore_ascii_case("websocket") => {
                 return Handshake::Invalid(refused(
-                    501,
+                    StatusCode::NOT_IMPLEMENTED,
                     "the only protocol extended CONNECT serves here is websocket",
                 ));
             }
@@ -52,17 +53,26 @@ pub fn handshake<B>(request: &Request<B>) -> Handshake {
     if !wants {
         return Handshake::None;
     }
-    let key = if request.version() == Version::HTTP_2 {
+    let key = if request.version == Version::HTTP_2 {
         None
     } else {
-        if request.version() != Version::HTTP_11 {
-            return Handshake::Invalid(refused(400, "a WebSocket handshake needs HTTP/1.1 (or HTTP/2)"));
+        if request.version != Version::HTTP_11 {
+            return Handshake::Invalid(refused(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket handshake needs HTTP/1.1 (or HTTP/2)",
+            ));
         }
-        if request.method() != Method::GET {
-            return Handshake::Invalid(refused(400, "a WebSocket handshake is a GET request"));
+        if request.method != Method::GET {
+            return Handshake::Invalid(refused(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket handshake is a GET request",
+            ));
         }
         if !has_token(headers, header::CONNECTION, "upgrade") {
-            return Handshake::Invalid(refused(400, "a WebSocket handshake needs Connection: Upgrade"));
+            return Handshake::Invalid(refused(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket handshake needs Connection: Upgrade",
+            ));
         }
         let key = headers.get(header::SEC_WEBSOCKET_KEY).and_then(|k| k.to_str().ok());
         let decodes_to_16 = key.is_some_and(|key| {
@@ -72,7 +82,7 @@ pub fn handshake<B>(request: &Request<B>) -> Handshake {
         });
         if !decodes_to_16 {
             return Handshake::Invalid(refused(
-                400,
+                StatusCode::BAD_REQUEST,
                 "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 §4.1)",
             ));
         }
@@ -101,16 +111,8 @@ pub fn handshake<B>(request: &Request<B>) -> Handshake {
 }
 
 /// A refusal's response (the connection closed after it).
-fn refused(status: u16, detail: &str) -> hyper::Response<Body> {
-    let reason = StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    responses::refusal(&Refusal {
-        status,
-        reason,
-        detail: detail.to_owned(),
-    })
+fn refused(status: StatusCode, detail: &str) -> hyper::Response<Body> {
+    responses::refusal(&Refusal::new(status, detail))
 }
 
 /// Whether header `name` lists `token` (case-insensitively).
@@ -125,6 +127,8 @@ fn has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token: &str) 
 
 #[cfg(test)]
 mod tests {
+    use hyper::Request;
+
     use super::*;
 
     fn request(version: Version, method: Method, headers: &[(&str, &str)]) -> Request<()> {
@@ -137,7 +141,7 @@ mod tests {
 
     /// What `handshake` makes of `request`: None, 101 (valid) or the refusal's status.
     fn status(request: Request<()>) -> Option<u16> {
-        match handshake(&request) {
+        match handshake(&request.into_parts().0) {
             Handshake::None => None,
             Handshake::Valid(_) => Some(101),
             Handshake::Invalid(response) => Some(response.status().as_u16()),

@@ -56,7 +56,7 @@ pub fn open(mut running: Running, offer: Offer, on_upgrade: OnUpgrade) -> Respon
                 headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
             }
             // From here on the connection carries frames, not HTTP.
-            running.call().verdicts.switch_protocols();
+            running.call().ctx.conn.verdicts.switch_protocols();
         }
         // HTTP/2 (RFC 8441): a 200 opens the stream's tunnel.
         None => *response.status_mut() = StatusCode::OK,

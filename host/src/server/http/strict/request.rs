@@ -21,8 +21,9 @@
 
 use std::borrow::Cow;
 
-use hyper::header::{CONNECTION, EXPECT, HOST, TRANSFER_ENCODING};
-use hyper::{Method, Request, Version};
+use hyper::header::{HeaderValue, CONNECTION, EXPECT, HOST, TRANSFER_ENCODING};
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode, Version};
 
 use crate::plugin::exchange::Refusal;
 
@@ -31,17 +32,7 @@ use crate::plugin::exchange::Refusal;
 pub const SERVER_METHODS: &str = "GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH";
 
 fn refusal(status: u16, detail: impl Into<String>) -> Refusal {
-    let reason = match status {
-        400 => "Bad Request",
-        417 => "Expectation Failed",
-        501 => "Not Implemented",
-        _ => "Error",
-    };
-    Refusal {
-        status,
-        reason,
-        detail: detail.into(),
-    }
+    Refusal::new(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), detail)
 }
 
 /// The request path percent-decoded, as routing and `PATH_INFO` see it:
@@ -57,27 +48,34 @@ pub fn decoded_path(raw: &str) -> Result<Cow<'_, str>, Refusal> {
     }
 }
 
-/// Checks `request` against every rule above.
-pub fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
+/// Checks the head of a request against every rule above, in one pass
+/// over its headers.
+pub fn check(request: &Parts) -> Result<(), Refusal> {
     // RFC 8441's extended CONNECT (HTTP/2, with `:protocol`) opens a
     // WebSocket, not a tunnel: its target is an ordinary path.
-    let extended_connect = request.extensions().get::<hyper::ext::Protocol>().is_some();
+    let extended_connect = request.extensions.get::<hyper::ext::Protocol>().is_some();
     if !extended_connect {
-        check_method(request.method())?;
+        check_method(&request.method)?;
     }
-    check_host(request)?;
-    check_target(request)?;
-    check_transfer_encoding(request)?;
-    check_connection(request)?;
-    if let Some(expect) = request.headers().get(EXPECT) {
-        if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+    let mut hosts = (0, None);
+    let mut codings = Codings::default();
+    for (name, value) in &request.headers {
+        if name == HOST {
+            hosts = (hosts.0 + 1, hosts.1.or(Some(value)));
+        } else if name == CONNECTION {
+            check_connection(value)?;
+        } else if name == TRANSFER_ENCODING {
+            codings.add(value)?;
+        } else if name == EXPECT && !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
             return Err(refusal(
                 417,
                 "the only expectation this server meets is Expect: 100-continue",
             ));
         }
     }
-    Ok(())
+    check_host(request, hosts)?;
+    check_target(request)?;
+    codings.check()
 }
 
 /// Any method token may reach an app (WSGI apps see every method); only
@@ -91,25 +89,26 @@ fn check_method(method: &Method) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_host<B>(request: &Request<B>) -> Result<(), Refusal> {
-    let mut hosts = request.headers().get_all(HOST).iter();
-    let authority = request.uri().authority();
-    let host = match (hosts.next(), hosts.next()) {
-        (None, _) if request.version() == Version::HTTP_10 => return Ok(()),
+/// The Host rules, given how many Host headers `request` has and the
+/// first one.
+fn check_host(request: &Parts, (count, first): (usize, Option<&HeaderValue>)) -> Result<(), Refusal> {
+    let authority = request.uri.authority();
+    let host = match (first, count > 1) {
+        (None, _) if request.version == Version::HTTP_10 => return Ok(()),
         // :authority is checked with the target.
-        (None, _) if request.version() == Version::HTTP_2 && authority.is_some() => return Ok(()),
-        (None, _) if request.version() == Version::HTTP_2 => {
+        (None, _) if request.version == Version::HTTP_2 && authority.is_some() => return Ok(()),
+        (None, _) if request.version == Version::HTTP_2 => {
             return Err(refusal(400, "an HTTP/2 request needs :authority or a Host header"))
         }
-        (Some(host), None)
-            if request.version() == Version::HTTP_2
+        (Some(host), false)
+            if request.version == Version::HTTP_2
                 && authority.is_some_and(|a| host.to_str().map_or(true, |h| *a != h)) =>
         {
             return Err(refusal(400, "the Host header names another host than :authority"))
         }
         (None, _) => return Err(refusal(400, "an HTTP/1.1 request needs a Host header")),
-        (Some(_), Some(_)) => return Err(refusal(400, "the request has more than one Host header")),
-        (Some(host), None) => host,
+        (Some(_), true) => return Err(refusal(400, "the request has more than one Host header")),
+        (Some(host), false) => host,
     };
     let host = host
         .to_str()
@@ -193,9 +192,9 @@ fn is_sub_delim(b: u8) -> bool {
     b"!$&'()*+,;=".contains(&b)
 }
 
-fn check_target<B>(request: &Request<B>) -> Result<(), Refusal> {
-    let uri = request.uri();
-    let method = request.method();
+fn check_target(request: &Parts) -> Result<(), Refusal> {
+    let uri = &request.uri;
+    let method = &request.method;
     match (uri.scheme_str(), uri.authority()) {
         (Some(scheme), Some(authority)) => {
             if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
@@ -264,16 +263,15 @@ fn check_target<B>(request: &Request<B>) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_connection<B>(request: &Request<B>) -> Result<(), Refusal> {
-    for value in request.headers().get_all(CONNECTION) {
-        let tokens = value
-            .as_bytes()
-            .split(|b| *b == b',')
-            .map(<[u8]>::trim_ascii)
-            .all(|option| option.iter().all(|b| is_tchar(*b)));
-        if !tokens {
-            return Err(refusal(400, "the Connection header is not a list of tokens"));
-        }
+/// One Connection header's rule: a list of tokens.
+fn check_connection(value: &HeaderValue) -> Result<(), Refusal> {
+    let tokens = value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .all(|option| option.iter().all(|b| is_tchar(*b)));
+    if !tokens {
+        return Err(refusal(400, "the Connection header is not a list of tokens"));
     }
     Ok(())
 }
@@ -283,27 +281,38 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn check_transfer_encoding<B>(request: &Request<B>) -> Result<(), Refusal> {
-    let mut codings = Vec::new();
-    for value in request.headers().get_all(TRANSFER_ENCODING) {
+/// The transfer codings of a request, in order, across its
+/// Transfer-Encoding headers.
+#[derive(Default)]
+struct Codings<'h>(Vec<&'h str>);
+
+impl<'h> Codings<'h> {
+    /// Adds one Transfer-Encoding header's codings.
+    fn add(&mut self, value: &'h HeaderValue) -> Result<(), Refusal> {
         let Ok(value) = value.to_str() else {
             return Err(refusal(400, "the Transfer-Encoding header is not ASCII"));
         };
-        codings.extend(value.split(',').map(str::trim).filter(|c| !c.is_empty()));
+        self.0.extend(value.split(',').map(str::trim).filter(|c| !c.is_empty()));
+        Ok(())
     }
-    match codings.as_slice() {
-        [] => Ok(()),
-        [only] if only.eq_ignore_ascii_case("chunked") => Ok(()),
-        _ if codings.iter().filter(|c| c.eq_ignore_ascii_case("chunked")).count() > 1 => {
-            Err(refusal(400, "chunked is applied more than once in Transfer-Encoding"))
+
+    /// The rules: `chunked` once, and last; no other coding.
+    fn check(&self) -> Result<(), Refusal> {
+        let codings = &self.0;
+        match codings.as_slice() {
+            [] => Ok(()),
+            [only] if only.eq_ignore_ascii_case("chunked") => Ok(()),
+            _ if codings.iter().filter(|c| c.eq_ignore_ascii_case("chunked")).count() > 1 => {
+                Err(refusal(400, "chunked is applied more than once in Transfer-Encoding"))
+            }
+            _ => Err(refusal(
+                501,
+                format!(
+                    "the transfer coding {:?} is not implemented; send the body chunked or with a Content-Length",
+                    codings.join(", ")
+                ),
+            )),
         }
-        _ => Err(refusal(
-            501,
-            format!(
-                "the transfer coding {:?} is not implemented; send the body chunked or with a Content-Length",
-                codings.join(", ")
-            ),
-        )),
     }
 }
 
@@ -311,6 +320,8 @@ fn check_transfer_encoding<B>(request: &Request<B>) -> Result<(), Refusal> {
 mod tests {
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
     use proptest::prelude::*;
+
+    use hyper::Request;
 
     use super::*;
 
@@ -324,7 +335,7 @@ mod tests {
             } else {
                 text.replace('%', "%25")
             };
-            prop_assert_eq!(decoded_path(&raw).map_err(|r| r.status), Ok(Cow::Borrowed(text.as_str())));
+            prop_assert_eq!(decoded_path(&raw).map_err(|r| r.status.as_u16()), Ok(Cow::Borrowed(text.as_str())));
         }
 
         /// A control character, raw or encoded, anywhere: 400.
@@ -337,7 +348,7 @@ mod tests {
             let mut text = text;
             text.insert(at.index(text.len() + 1).max(1), char::from_u32(control).unwrap());
             let encoded = utf8_percent_encode(&text, NON_ALPHANUMERIC).to_string();
-            prop_assert_eq!(decoded_path(&encoded).map_err(|r| r.status), Err(400));
+            prop_assert_eq!(decoded_path(&encoded).map_err(|r| r.status.as_u16()), Err(400));
         }
 
         /// Bytes that are not UTF-8, percent-encoded: 400.
@@ -345,7 +356,7 @@ mod tests {
         fn bytes_that_are_not_utf8_are_refused(bytes in prop::collection::vec(any::<u8>(), 1..16)) {
             prop_assume!(std::str::from_utf8(&bytes).is_err());
             let encoded: String = bytes.iter().map(|b| format!("/%{b:02X}")).collect();
-            prop_assert_eq!(decoded_path(&encoded).map_err(|r| r.status), Err(400));
+            prop_assert_eq!(decoded_path(&encoded).map_err(|r| r.status.as_u16()), Err(400));
         }
     }
 
@@ -355,7 +366,7 @@ mod tests {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        check(&builder.body(()).unwrap()).map_err(|r| r.status)
+        check(&builder.body(()).unwrap().into_parts().0).map_err(|r| r.status.as_u16())
     }
 
     #[test]
@@ -398,7 +409,7 @@ mod tests {
             for (name, value) in headers {
                 builder = builder.header(*name, *value);
             }
-            check(&builder.body(()).unwrap()).map_err(|r| r.status)
+            check(&builder.body(()).unwrap().into_parts().0).map_err(|r| r.status.as_u16())
         };
         assert_eq!(h2("https://a.example/p", &[]), Ok(()));
         assert_eq!(h2("https://a.example/p", &[("Host", "a.example")]), Ok(()));

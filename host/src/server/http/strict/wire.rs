@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use hyper::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::plugin::exchange::Refusal;
@@ -68,7 +69,7 @@ const NOT_TRAILERS: [&str; 14] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     /// 400, or 413 for a chunked body over the limit.
-    pub status: u16,
+    pub status: StatusCode,
     /// What was wrong, for the client and the log.
     pub detail: String,
 }
@@ -76,22 +77,14 @@ pub struct Violation {
 impl Violation {
     fn bad(detail: impl Into<String>) -> Violation {
         Violation {
-            status: 400,
+            status: StatusCode::BAD_REQUEST,
             detail: detail.into(),
         }
     }
 
     /// The refusal the client gets.
     pub fn refusal(&self) -> Refusal {
-        Refusal {
-            status: self.status,
-            reason: if self.status == 413 {
-                "Payload Too Large"
-            } else {
-                "Bad Request"
-            },
-            detail: self.detail.clone(),
-        }
+        Refusal::new(self.status, self.detail.clone())
     }
 }
 
@@ -293,49 +286,77 @@ impl Scanner {
 
     fn next_message(&mut self) -> State {
         self.message += 1;
-        self.head.clear();
         State::Head
     }
 
     /// Takes head bytes; how many it used (all, or up to the head's end).
+    /// A head that arrives in one read (most) is checked where it lies;
+    /// only one split across reads is gathered first.
     fn head_bytes(&mut self, bytes: &[u8]) -> usize {
+        if self.head.is_empty() {
+            // Empty lines before a request line are skipped (hyper does
+            // too), but only as CRLF.
+            let skipped = bytes.chunks_exact(2).take_while(|pair| *pair == b"\r\n").count() * 2;
+            let rest = &bytes[skipped..];
+            return skipped
+                + match scan_head(rest, 0) {
+                    Scan::Complete(head_len, needs_parsing) => {
+                        self.head_done(&rest[..head_len], needs_parsing);
+                        head_len
+                    }
+                    Scan::BareLf(at) => {
+                        self.lose(bare_lf_violation(at));
+                        rest.len()
+                    }
+                    Scan::Partial => {
+                        self.head.extend_from_slice(rest);
+                        self.check_head_size();
+                        rest.len()
+                    }
+                };
+        }
         let start = self.head.len();
         self.head.extend_from_slice(bytes);
-        // Empty lines before a request line are skipped (hyper does too),
-        // but only as CRLF.
-        let mut skipped = 0;
-        while self.head[skipped..].starts_with(b"\r\n") {
-            skipped += 2;
-        }
+        let skipped = self.head.chunks_exact(2).take_while(|pair| *pair == b"\r\n").count() * 2;
         self.head.drain(..skipped);
-        let start = start.saturating_sub(skipped);
-        // Only the new bytes' LFs are looked at, so a head sent a byte at a
-        // time is not scanned again with every byte: a bare LF is refused,
-        // and the LF of CR LF CR LF ends the head.
-        let mut end = None;
-        for at in memchr::memchr_iter(b'\n', &self.head[start..]).map(|at| start + at) {
-            if at == 0 || self.head[at - 1] != b'\r' {
-                self.lose(bare_lf_violation(at));
-                return bytes.len();
+        // Only the new bytes are scanned, so a head sent a byte at a time
+        // is not scanned again with every byte.
+        match scan_head(&self.head, start.saturating_sub(skipped)) {
+            Scan::Complete(head_len, needs_parsing) => {
+                let used = bytes.len() - (self.head.len() - head_len);
+                let head = std::mem::take(&mut self.head);
+                self.head_done(&head[..head_len], needs_parsing);
+                self.head = head;
+                self.head.clear();
+                used
             }
-            if at >= 3 && self.head[at - 3..at] == *b"\r\n\r" {
-                end = Some(at + 1);
-                break;
+            Scan::BareLf(at) => {
+                self.lose(bare_lf_violation(at));
+                bytes.len()
+            }
+            Scan::Partial => {
+                self.check_head_size();
+                bytes.len()
             }
         }
-        let Some(head_len) = end else {
-            if self.head.len() > self.max_head {
-                self.state = State::Lost; // hyper answers 431
-            }
-            return bytes.len();
+    }
+
+    /// A head longer than hyper takes: hyper answers 431.
+    fn check_head_size(&mut self) {
+        if self.head.len() > self.max_head {
+            self.state = State::Lost;
+        }
+    }
+
+    /// A complete head was read: the state its body starts in.
+    fn head_done(&mut self, head: &[u8], needs_parsing: bool) {
+        self.state = match needs_parsing {
+            true => self.check_head(head),
+            false => State::Body(0),
         };
-        let used = bytes.len() - (self.head.len() - head_len);
-        self.head.truncate(head_len);
-        self.state = self.check_head();
         if self.state == State::Body(0) {
             self.state = self.next_message();
         }
-        used
     }
 
     fn lose(&mut self, violation: Violation) {
@@ -343,16 +364,14 @@ impl Scanner {
         self.state = State::Lost;
     }
 
-    /// Checks a complete head; the state its body starts in.
-    fn check_head(&mut self) -> State {
-        if !needs_parsing(&self.head) {
-            return State::Body(0);
-        }
+    /// Checks a complete head that has something to check (see
+    /// [`scan_head`]); the state its body starts in.
+    fn check_head(&mut self, head: &[u8]) -> State {
         let mut fields = [MaybeUninit::uninit(); MAX_FIELDS];
         let fields = &mut fields[..self.max_headers.min(MAX_FIELDS)];
         let mut request = httparse::Request::new(&mut []);
         if !matches!(
-            request.parse_with_uninit_headers(&self.head, fields),
+            request.parse_with_uninit_headers(head, fields),
             Ok(httparse::Status::Complete(_))
         ) {
             return State::Lost; // hyper refuses it itself
@@ -471,7 +490,7 @@ impl Scanner {
         self.body_bytes = self.body_bytes.saturating_add(size);
         if self.body_bytes > self.max_body {
             return Err(Violation {
-                status: 413,
+                status: StatusCode::PAYLOAD_TOO_LARGE,
                 detail: format!(
                     "the chunked body exceeds {} bytes (server option --max-body-size)",
                     self.max_body
@@ -522,23 +541,48 @@ impl Scanner {
 }
 
 /// Where a bare LF (one not after a CR) is, if there is one.
-/// Whether a complete head has anything [`Scanner::check_head`] parses it
-/// for: a `#` in its request line, or a field whose name starts like
-/// Content-Length or Transfer-Encoding, in any case. Most requests have
-/// none: no body, nothing to refuse, no second parse.
-fn needs_parsing(head: &[u8]) -> bool {
-    let request_line = &head[..memchr::memchr(b'\n', head).unwrap_or(head.len())];
-    if memchr::memchr(b'#', request_line).is_some() {
-        return true;
-    }
+/// What a scan of head bytes found.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// The head ends after this many bytes; `true` if it has anything
+    /// [`Scanner::check_head`] parses it for: a `#` in its request line, or
+    /// a field whose name starts like Content-Length or Transfer-Encoding,
+    /// in any case. Most requests have none: no body, nothing to refuse,
+    /// no second parse.
+    Complete(usize, bool),
+    /// A bare LF (one not after a CR) at this offset.
+    BareLf(usize),
+    /// No end yet.
+    Partial,
+}
+
+/// Scans `head` (the bytes of one head, from its request line) from
+/// `from` on, in one pass over its line ends.
+fn scan_head(head: &[u8], from: usize) -> Scan {
     let starts = |line: &[u8], name: &[u8]| {
         line.get(..name.len())
             .is_some_and(|start| start.eq_ignore_ascii_case(name))
     };
-    memchr::memchr_iter(b'\n', head).any(|at| {
+    let mut needs_parsing = false;
+    for at in memchr::memchr_iter(b'\n', &head[from..]).map(|at| from + at) {
+        if at == 0 || head[at - 1] != b'\r' {
+            return Scan::BareLf(at);
+        }
+        if at >= 3 && head[at - 3..at] == *b"\r\n\r" {
+            let request_line = &head[..memchr::memchr(b'\n', head).unwrap_or(at)];
+            needs_parsing |= memchr::memchr(b'#', request_line).is_some();
+            // Lines before `from` were seen when they came.
+            needs_parsing |= from > 0
+                && memchr::memchr_iter(b'\n', &head[..from]).any(|at| {
+                    let line = &head[at + 1..];
+                    starts(line, b"content-length") || starts(line, b"transfer-encoding")
+                });
+            return Scan::Complete(at + 1, needs_parsing);
+        }
         let line = &head[at + 1..];
-        starts(line, b"content-length") || starts(line, b"transfer-encoding")
-    })
+        needs_parsing |= starts(line, b"content-length") || starts(line, b"transfer-encoding");
+    }
+    Scan::Partial
 }
 
 fn bare_lf_violation(at: usize) -> Violation {
