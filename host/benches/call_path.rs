@@ -3,8 +3,10 @@
 //! checked ABI (`start_response` included), and collecting its head and
 //! body: what serving an app adds to a request.
 //!
-//! `cargo bench -p host --bench call_path` (after `make build`: it loads
-//! `target/release/libbench_apps.so`). Target: ≤ 500 ns per call.
+//! `cargo bench -p host --bench call_path` (after `make build c-apps`: it
+//! loads `target/release/libbench_apps.so` and its C twin,
+//! `target/c-apps/libbench_hello_c.so`). Targets: ≤ 500 ns per call, and
+//! the C interface within 5 % of the Rust one.
 
 use std::hint::black_box;
 use std::io::Read;
@@ -50,21 +52,25 @@ impl ResponseSink for Collect {
 }
 
 fn main() {
-    let library = std::env::var_os("BENCH_APPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/libbench_apps.so"));
-    if !library.exists() {
-        eprintln!("{} is missing: run `make build` first", library.display());
-        std::process::exit(2);
-    }
-    let spec: AppSpec = format!("{}:hello", library.display()).parse().expect("a LIB:SYMBOL");
-    let app = loader::load(&spec, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rust = load(
+        "BENCH_APPS",
+        &root.join("target/release/libbench_apps.so"),
+        "hello",
+        "make build",
+    );
+    let c = load(
+        "BENCH_C_APPS",
+        &root.join("target/c-apps/libbench_hello_c.so"),
+        "hello_app",
+        "make c-apps",
+    );
 
     println!(
-        "| call path | ns/call (median of {ROUNDS}) | fastest round | target ≤ {} ns |",
+        "| call path | ns/call (median of {ROUNDS}) | fastest round | target ≤ {} ns | C / Rust |",
         TARGET.as_nanos()
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     let wrk = [("Host", "127.0.0.1:8080")];
     let browser = [
         ("Host", "example.com"),
@@ -82,18 +88,37 @@ fn main() {
         ("Cookie", "session=0123456789abcdef; theme=dark"),
         ("Upgrade-Insecure-Requests", "1"),
     ];
-    for (name, headers) in [
-        ("hello, 1 request header", &wrk[..]),
-        ("hello, 8 request headers", &browser[..]),
-    ] {
-        let (median, fastest) = time_calls(&app, headers);
-        let verdict = if median <= TARGET { "met" } else { "**missed**" };
-        println!(
-            "| {name} | {} | {} | {verdict} |",
-            median.as_nanos(),
-            fastest.as_nanos()
-        );
+    for (name, headers) in [("1 request header", &wrk[..]), ("8 request headers", &browser[..])] {
+        let mut rust_median = Duration::ZERO;
+        for (kind, app) in [("Rust", &rust), ("C", &c)] {
+            let (median, fastest) = time_calls(app, headers);
+            let verdict = if median <= TARGET { "met" } else { "**missed**" };
+            let versus = match kind {
+                "Rust" => {
+                    rust_median = median;
+                    String::new()
+                }
+                _ => format!("{:.3}", median.as_secs_f64() / rust_median.as_secs_f64()),
+            };
+            println!(
+                "| hello ({kind}), {name} | {} | {} | {verdict} | {versus} |",
+                median.as_nanos(),
+                fastest.as_nanos()
+            );
+        }
     }
+}
+
+/// Loads `symbol` from the library `$env_var` names, or `default`; exits
+/// with code 2 saying to run `build` if it is missing.
+fn load(env_var: &str, default: &std::path::Path, symbol: &str, build: &str) -> LoadedApp {
+    let library = std::env::var_os(env_var).map_or_else(|| default.to_path_buf(), PathBuf::from);
+    if !library.exists() {
+        eprintln!("{} is missing: run `{build}` first", library.display());
+        std::process::exit(2);
+    }
+    let spec: AppSpec = format!("{}:{symbol}", library.display()).parse().expect("a LIB:SYMBOL");
+    loader::load(&spec, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Median and fastest time per call over the rounds.

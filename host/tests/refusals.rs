@@ -49,11 +49,13 @@ fn a_good_plugin_passes_check() {
     let stdout = stdout_text(&output);
     assert!(stdout.starts_with("ok: "), "{stdout}");
     assert!(
-        stdout.contains(&format!("plugin-api (app):  {HOST_INTERFACE}")),
+        stdout.contains(&format!("interface (app):   plugin-api {HOST_INTERFACE}")),
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("plugin-api (host): {HOST_INTERFACE}")),
+        stdout.contains(&format!(
+            "interfaces (host): plugin-api {HOST_INTERFACE}, C interface 1.0"
+        )),
         "{stdout}"
     );
     assert!(stdout.contains(&library.display().to_string()), "{stdout}");
@@ -259,4 +261,76 @@ fn scratch_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch folder");
     dir
+}
+
+/// The C version fixture built with `defines` (see `fixtures/c/version.c`).
+fn c_version_fixture(name: &str, defines: &[&str]) -> std::path::PathBuf {
+    common::foreign::c_lib("fixtures/c/version.c", name, defines)
+}
+
+#[test]
+fn a_c_app_passes_check_and_names_its_interface() {
+    let library = c_version_fixture("version_1_0", &[]);
+    let output = check(&app_spec(&library, "application"), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let stdout = stdout_text(&output);
+    assert!(stdout.contains("interface (app):   C interface 1.0"), "{stdout}");
+}
+
+#[test]
+fn c_apps_of_a_newer_minor_or_another_major_are_refused_in_one_line() {
+    for (name, defines, version) in [
+        ("version_1_1", ["FIXTURE_MAJOR=1", "FIXTURE_MINOR=1"], "1.1"),
+        ("version_2_0", ["FIXTURE_MAJOR=2", "FIXTURE_MINOR=0"], "2.0"),
+    ] {
+        let library = c_version_fixture(name, &defines);
+        let spec = app_spec(&library, "application");
+        let needles =
+            [&format!("built against C interface {version} (host_app.h), this host speaks C interface 1.0")[..]];
+        assert_refused(&check(&spec, &[]), &needles);
+        // Serving it is refused the same way, before any worker starts.
+        assert_refused(&run_host(&[&spec, "--bind", "127.0.0.1:0"], &[], b""), &needles);
+    }
+}
+
+#[test]
+fn broken_c_descriptors_and_failing_inits_are_refused_in_one_line() {
+    for (name, define, needles) in [
+        (
+            "version_none",
+            "FIXTURE_NO_VERSION",
+            &["no host_app_interface_version symbol", "HOST_APP_INTERFACE()"][..],
+        ),
+        (
+            "version_small",
+            "FIXTURE_SMALL_DESCRIPTOR",
+            &["descriptor is invalid", "says 8 bytes, less than C interface 1.0's 24"][..],
+        ),
+        (
+            "version_init",
+            "FIXTURE_INIT_FAILS",
+            &["the app failed to start: its init returned 3"][..],
+        ),
+    ] {
+        let library = c_version_fixture(name, &[define]);
+        let output = check(&app_spec(&library, "application"), &[]);
+        // The app's own log line (through host_app_services.log) may
+        // precede the refusal on stderr.
+        let stderr = stderr_text(&output);
+        let refusal = stderr.lines().last().unwrap_or_default();
+        assert_eq!(output.status.code(), Some(2), "{name}: {}", describe(&output));
+        assert!(refusal.starts_with("error: "), "{name}: {stderr}");
+        for needle in needles {
+            assert!(refusal.contains(needle), "{name}: expected {needle:?} in {refusal}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_symbol_lists_the_c_apps_too() {
+    let library = fixture_lib("both-kinds");
+    assert_refused(
+        &check(&app_spec(&library, "nosuch"), &[]),
+        &["no symbol 'nosuch'", "it exports: c_app, rust_app"],
+    );
 }

@@ -28,8 +28,12 @@ fn check_here(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<(), Failure> {
     println!("ok: {spec}");
     println!("  library:           {}", loaded.path.display());
     println!("  symbol:            {}", spec.symbol);
-    println!("  plugin-api (app):  {}", loaded.app.interface_version());
-    println!("  plugin-api (host): {}", plugin_api::host::interface_version());
+    println!("  interface (app):   {}", loaded.app.interface());
+    println!(
+        "  interfaces (host): plugin-api {}, C interface {}",
+        plugin_api::host::interface_version(),
+        plugin_api::host::c_interface_version()
+    );
     println!("  load + check time: {:.2} ms", loaded.load_time.as_secs_f64() * 1e3);
     Ok(())
 }

@@ -6,10 +6,12 @@ use std::ffi::{c_void, CString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use object::{Object, ObjectSymbol, SymbolKind};
+use plugin_api::abi::c::VERSION_SYMBOL as C_VERSION_SYMBOL;
 use plugin_api::host::{App, CheckError, HostServicesConfig};
 
 use crate::plugin::app_spec::AppSpec;
@@ -82,6 +84,13 @@ pub enum LoadErrorKind {
         /// The apps it does export.
         exported_apps: Vec<String>,
     },
+    /// A second Go library in a process that already runs one.
+    SecondGoRuntime {
+        /// The file.
+        path: PathBuf,
+        /// The Go library already loaded.
+        loaded: PathBuf,
+    },
     /// The symbol exists but plugin-api refused it.
     Refused {
         /// The file.
@@ -122,7 +131,7 @@ impl fmt::Display for LoadError {
             }
             LoadErrorKind::SymbolMissing { path, exported_apps } => {
                 let exported = if exported_apps.is_empty() {
-                    "it exports no apps; add plugin_api::export_app!(...) to the plugin".to_owned()
+                    "it exports no apps; add plugin_api::export_app!(...) to the plugin (or HOST_APP_DEFINE in C)".to_owned()
                 } else {
                     format!("it exports: {}", exported_apps.join(", "))
                 };
@@ -132,6 +141,12 @@ impl fmt::Display for LoadError {
                     path.display()
                 )
             }
+            LoadErrorKind::SecondGoRuntime { path, loaded } => write!(
+                f,
+                "cannot load app {}:{symbol}: it is a Go library, and this process already runs the Go library {}; a process holds one Go runtime, so build the Go apps into one library (or serve them from separate hosts)",
+                path.display(),
+                loaded.display()
+            ),
             LoadErrorKind::Refused { path, error } => {
                 write!(f, "refusing app {}:{symbol}: {error}", path.display())
             }
@@ -154,18 +169,32 @@ pub fn load(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<LoadedApp, LoadEr
         .map_err(|looked_in| fail(LoadErrorKind::NotFound { looked_in }))?;
     // dlopen only searches the system paths for names without a '/'.
     let path = std::path::absolute(&path).unwrap_or(path);
-    library_file::inspect(&path, u64::MAX).map_err(|problem| {
+    let file = library_file::inspect(&path, u64::MAX).map_err(|problem| {
         fail(LoadErrorKind::BadFile {
             path: path.clone(),
             problem,
         })
     })?;
 
+    // A Go library starts its runtime when opened, and a process can run
+    // only one: a second Go library is refused before it is opened.
+    let mut go_runtime = GO_RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let is_go = is_go_elf(file);
+    if let Some(loaded) = go_runtime.as_ref().filter(|loaded| is_go && **loaded != path) {
+        return Err(fail(LoadErrorKind::SecondGoRuntime {
+            path: path.clone(),
+            loaded: loaded.clone(),
+        }));
+    }
     // SAFETY: opening runs the library's initialisers. That is the point of
     // loading a plugin; RTLD_NOW makes unresolved symbols a load error here
     // instead of a crash at first call.
     let library = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| fail(classify_open_error(&path, &e)))?;
+    if is_go {
+        *go_runtime = Some(path.clone());
+    }
+    drop(go_runtime);
 
     let symbol_name = CString::new(spec.symbol.as_bytes()).expect("AppSpec symbols hold no NUL");
     // SAFETY: the symbol is read as an address only; plugin-api validates what
@@ -183,9 +212,23 @@ pub fn load(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<LoadedApp, LoadEr
     let services = HostServicesConfig {
         max_level: log::max_level(),
     };
+    // The library's C interface version, if it has C apps.
+    // SAFETY: read as an address only; plugin-api reads what it points at
+    // once it knows the library holds C apps.
+    let c_version = unsafe { library.get::<*mut c_void>(C_VERSION_SYMBOL.as_bytes()) }
+        .ok()
+        .and_then(|symbol| NonNull::new(*symbol));
     // SAFETY: `address` is a symbol of `library`, which is leaked below and so
-    // stays loaded for the rest of the process.
-    let checked = unsafe { App::check(address, services) };
+    // stays loaded for the rest of the process. Every exported app is at
+    // least 8 bytes (a C descriptor or an abi_stable header), and any other
+    // symbol sits in a mapped segment longer than that.
+    let checked = unsafe {
+        if App::is_c_app(address) {
+            App::check_c(c_version, address, services)
+        } else {
+            App::check(address, services)
+        }
+    };
     // Never unload: code, statics and thread-locals of the plugin may be in
     // use by anything it returned; dlclose is a no-op for most Rust
     // libraries anyway (README, "Design notes").
@@ -205,6 +248,22 @@ pub fn load(spec: &AppSpec, plugin_dirs: &[PathBuf]) -> Result<LoadedApp, LoadEr
         app,
         load_time: started.elapsed(),
     })
+}
+
+/// The Go library this process opened, if any (see [`is_go_library`]).
+static GO_RUNTIME: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Whether the library at `path` was built by Go (`-buildmode=c-shared`):
+/// every such library carries its own Go runtime, with its own threads and
+/// signal handlers, and two in one process break each other. Reads the
+/// file only; nothing is opened with dlopen.
+pub fn is_go_library(path: &Path) -> bool {
+    library_file::inspect(path, u64::MAX).is_ok_and(is_go_elf)
+}
+
+fn is_go_elf(file: std::fs::File) -> bool {
+    let data = object::ReadCache::new(file);
+    object::File::parse(&data).is_ok_and(|elf| elf.section_by_name(".go.buildinfo").is_some())
 }
 
 /// libloading's `Display` is only "dlopen failed"; the reason is its source.
@@ -230,8 +289,9 @@ fn classify_open_error(path: &Path, error: &libloading::Error) -> LoadErrorKind 
     }
 }
 
-/// The names of the app headers a library exports, read from its ELF
-/// dynamic symbol table (exported data objects of an app header's size).
+/// The names of the apps a library exports, read from its ELF dynamic
+/// symbol table: exported data objects of an abi_stable app header's size,
+/// and, in a library with the C version symbol, of a C descriptor's.
 pub fn exported_apps(path: &Path) -> Vec<String> {
     let Ok(data) = library_file::inspect(path, u64::MAX) else {
         return Vec::new();
@@ -240,10 +300,16 @@ pub fn exported_apps(path: &Path) -> Vec<String> {
     let Ok(file) = object::File::parse(&data) else {
         return Vec::new();
     };
-    let mut apps: Vec<String> = file
-        .dynamic_symbols()
-        .filter(|s| s.is_definition() && s.is_global() && s.kind() == SymbolKind::Data)
-        .filter(|s| s.size() == plugin_api::host::APP_HEADER_SIZE as u64)
+    let data_symbols = || {
+        file.dynamic_symbols()
+            .filter(|s| s.is_definition() && s.is_global() && s.kind() == SymbolKind::Data)
+    };
+    let has_c_apps = data_symbols().any(|s| s.name() == Ok(C_VERSION_SYMBOL));
+    let mut apps: Vec<String> = data_symbols()
+        .filter(|s| {
+            s.size() == plugin_api::host::APP_HEADER_SIZE as u64
+                || (has_c_apps && s.size() == plugin_api::host::C_APP_DESCRIPTOR_SIZE as u64)
+        })
         .filter_map(|s| s.name().ok().map(str::to_owned))
         .collect();
     apps.sort();

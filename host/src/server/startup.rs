@@ -107,9 +107,9 @@ pub fn handler(options: &Options, retire: Retire, request_limit: Option<u64>) ->
                     LibraryRef::Path(_) => String::new(),
                 };
                 log::info!(
-                    "loaded {}{from} (plugin-api {}, {:.2} ms)",
+                    "loaded {}{from} ({}, {:.2} ms)",
                     mount.app,
-                    app.app.interface_version(),
+                    app.app.interface(),
                     app.load_time.as_secs_f64() * 1e3
                 );
                 loaded.insert(key, app.clone());

@@ -28,6 +28,7 @@ use crate::config::{BindAddr, Options};
 use crate::error::Failure;
 use crate::inflight::{self, Board};
 use crate::plugin::app_spec::LibraryRef;
+use crate::plugin::loader::{self, LoadError, LoadErrorKind};
 use crate::server::net::listener::{bind_socket, inherited_sockets, socket_url, Listener};
 use crate::server::observe::access_log::{AccessLog, Entry};
 use crate::server::observe::Outcome;
@@ -466,6 +467,10 @@ async fn prepare_generation(
     let plugin_dirs = options.plugin_dirs().to_vec();
     let limit = options.max_library_size.0;
     let mut probed = HashSet::new();
+    // The Go library of this generation, if any: a worker holds one Go
+    // runtime, so a second Go library is refused here, in one line, rather
+    // than by every worker that would load it.
+    let mut go_library: Option<(PathBuf, PathBuf)> = None; // (staged, the user's)
     for app in staged.app_specs_mut() {
         let spec = app.clone();
         let (dirs, stage_dir) = (plugin_dirs.clone(), stage.clone());
@@ -473,6 +478,20 @@ async fn prepare_generation(
             .await
             .map_err(|e| Failure::internal(format!("staging failed: {e}")))??;
         let original = app.to_string();
+        if loader::is_go_library(&copy) {
+            match &go_library {
+                Some((first, first_source)) if *first != copy => {
+                    return Err(Failure::input(LoadError {
+                        spec: app.clone(),
+                        kind: Box::new(LoadErrorKind::SecondGoRuntime {
+                            path: source,
+                            loaded: first_source.clone(),
+                        }),
+                    }));
+                }
+                _ => go_library = Some((copy.clone(), source.clone())),
+            }
+        }
         app.library = LibraryRef::Path(copy.clone());
         if probed.insert(app.to_string()) {
             let (copy, source) = (copy.display().to_string(), source.display().to_string());

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub mod certs;
 pub mod fleet;
+pub mod foreign;
 pub mod server;
 pub mod ws;
 
@@ -75,18 +76,35 @@ pub fn fixtures_target_dir() -> PathBuf {
 /// built on first use in this test binary. Each fixture is its own cargo
 /// workspace, so its features never leak into the host's build.
 pub fn fixture_lib(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
-    let cell = BUILT
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .entry(name.to_owned())
-        .or_default()
-        .clone();
-    // Outside the map's lock: different fixtures may build at once (cargo's
-    // own lock on the target folder orders them). A failed build panics and
-    // leaves the cell empty, so the next test retries and reports it too.
-    cell.get_or_init(|| build_fixture(name)).clone()
+    static BUILT: BuildOnce<PathBuf> = BuildOnce::new();
+    BUILT.get(name, || build_fixture(name))
+}
+
+/// Things built once per test binary, by name (fixtures, foreign apps).
+pub struct BuildOnce<T>(OnceLock<Mutex<HashMap<String, Arc<OnceLock<T>>>>>);
+
+impl<T: Clone> BuildOnce<T> {
+    /// Nothing built yet.
+    pub const fn new() -> Self {
+        BuildOnce(OnceLock::new())
+    }
+
+    /// `name`, built by `build` on first use.
+    pub fn get(&self, name: &str, build: impl FnOnce() -> T) -> T {
+        let cell = self
+            .0
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        // Outside the map's lock: different names may build at once (cargo's
+        // own lock on a target folder orders them). A failed build panics
+        // and leaves the cell empty, so the next test retries and reports
+        // it too.
+        cell.get_or_init(build).clone()
+    }
 }
 
 fn build_fixture(name: &str) -> PathBuf {

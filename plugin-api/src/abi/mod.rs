@@ -30,10 +30,14 @@
 //!   [`Gateway::extra_vars`] (the environ's variables beyond PEP 3333's,
 //!   e.g. mod_ssl's `SSL_CLIENT_*`).
 //!
+//! The C interface (`c/host_app.h`, versioned on its own, 1.0) is
+//! mirrored in [`c`]; abi_stable does not see it.
+//!
 //! Nothing here is meant to be used directly: plugin authors use
 //! [`crate::app`], the host uses [`crate::host`].
 
 pub mod asynchronous;
+pub mod c;
 pub mod v1_0;
 pub mod v1_1;
 

@@ -189,7 +189,7 @@ impl<G: HostAsyncGateway> AsyncGateway for AsyncAdapter<G> {
     }
 
     fn send(&self, chunk: RVec<u8>) -> RResult<(), RString> {
-        guarded("send", || self.gateway.send(PluginBytes(chunk)))
+        guarded("send", || self.gateway.send(PluginBytes::rust(chunk)))
     }
 
     fn websocket_offered(&self) -> bool {
@@ -234,7 +234,7 @@ impl<G: HostAsyncGateway> AsyncGateway for AsyncAdapter<G> {
         guarded("sending a WebSocket message", || {
             self.gateway.ws_send(match message {
                 RawWsMessage::Text(text) => WsOutgoing::Text(text.into_string()),
-                RawWsMessage::Binary(bytes) => WsOutgoing::Binary(PluginBytes(bytes)),
+                RawWsMessage::Binary(bytes) => WsOutgoing::Binary(PluginBytes::rust(bytes)),
             })
         })
     }

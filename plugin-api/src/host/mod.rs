@@ -2,6 +2,7 @@
 //! calls the app, without the host touching abi_stable.
 
 mod asynchronous;
+mod c_app;
 
 use std::ffi::c_void;
 use std::fmt;
@@ -20,6 +21,8 @@ use crate::abi::{
 };
 use asynchronous::AsyncAdapter;
 pub use asynchronous::{HostAsyncGateway, RunningApp, WsEvent, WsOutgoing};
+pub use c_app::interface_version as c_interface_version;
+use c_app::{CApp, CBytes, CStream};
 
 pub use crate::abi::RawHeader as Header;
 
@@ -89,8 +92,16 @@ pub trait HostGateway {
 /// A loaded, checked and initialised app.
 #[derive(Clone, Copy)]
 pub struct App {
-    module: Module,
-    interface_version: VersionNumber,
+    kind: Kind,
+}
+
+/// Which interface the app speaks.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// plugin-api (abi_stable), with the version it was built against.
+    Rust(Module, VersionNumber),
+    /// The C interface (`c/host_app.h`).
+    C(CApp),
 }
 
 /// An app's root module, checked against the types of the interface minor
@@ -138,14 +149,44 @@ impl App {
             .into_result()
             .map_err(|e| CheckError::InitFailed(e.into_string()))?;
         Ok(App {
-            module,
-            interface_version,
+            kind: Kind::Rust(module, interface_version),
         })
     }
 
-    /// The plugin-api version the plugin was built against.
-    pub fn interface_version(&self) -> String {
-        self.interface_version.to_string()
+    /// Whether `symbol` is a C app descriptor (check it with
+    /// [`App::check_c`]) rather than an abi_stable header.
+    ///
+    /// # Safety
+    /// `symbol` must be the address of a symbol of a loaded library, at
+    /// least 8 bytes long.
+    pub unsafe fn is_c_app(symbol: NonNull<c_void>) -> bool {
+        // SAFETY: forwarded to the caller.
+        unsafe { c_app::is_descriptor(symbol) }
+    }
+
+    /// Checks a C app: the library's version symbol (`None` if it has
+    /// none) and the descriptor at `descriptor`, then runs its `init`.
+    ///
+    /// # Safety
+    /// Both must be symbols of a library that stays loaded for the rest of
+    /// the process, and [`App::is_c_app`] said yes to `descriptor`.
+    pub unsafe fn check_c(
+        version: Option<NonNull<c_void>>,
+        descriptor: NonNull<c_void>,
+        services: HostServicesConfig,
+    ) -> Result<App, CheckError> {
+        // SAFETY: forwarded to the caller.
+        let app = unsafe { CApp::check(version, descriptor, services)? };
+        Ok(App { kind: Kind::C(app) })
+    }
+
+    /// The interface the app was built against, e.g. `plugin-api 1.2.0` or
+    /// `C interface 1.0`.
+    pub fn interface(&self) -> String {
+        match self.kind {
+            Kind::Rust(_, version) => format!("plugin-api {version}"),
+            Kind::C(app) => format!("C interface {}", app.version()),
+        }
     }
 
     /// Calls the app for one request: `extra` holds the environ's
@@ -158,9 +199,13 @@ impl App {
         extra: &[Header<'_>],
         gateway: &dyn HostGateway,
     ) -> Result<ResponseBody, String> {
+        let module = match self.kind {
+            Kind::Rust(module, _) => module,
+            Kind::C(app) => return app.call(vars, headers, extra, gateway),
+        };
         let raw = raw_environ(vars, headers);
         let adapter = GatewayAdapter { gateway, extra };
-        let outcome = match self.module {
+        let outcome = match module {
             Module::Current(module) => (module.call())(&raw, Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque)),
             Module::V1_1(module) => (module.call())(&raw, v1_1::Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque)),
             Module::V1_0(module) => (module.call())(&raw, v1_0::Gateway_TO::from_ptr(RRef::new(&adapter), TD_Opaque)),
@@ -177,9 +222,9 @@ impl App {
     }
 
     fn async_entry(&self) -> Option<extern "C" fn(crate::abi::SharedAsyncGateway) -> BoxedAppFuture> {
-        match self.module {
-            Module::Current(module) => module.call_async(),
-            Module::V1_1(_) | Module::V1_0(_) => None,
+        match self.kind {
+            Kind::Rust(Module::Current(module), _) => module.call_async(),
+            Kind::Rust(..) | Kind::C(_) => None,
         }
     }
 
@@ -195,9 +240,9 @@ impl App {
     /// The worker is stopping: the plugin stops its own runtime. Once per
     /// library is enough; more do nothing.
     pub fn shutdown(&self) {
-        match self.module {
-            Module::Current(module) => (module.shutdown())(),
-            Module::V1_1(_) | Module::V1_0(_) => {}
+        match self.kind {
+            Kind::Rust(Module::Current(module), _) => (module.shutdown())(),
+            Kind::Rust(..) | Kind::C(_) => {}
         }
     }
 }
@@ -292,6 +337,17 @@ pub enum CheckError {
     Corrupt(String),
     /// The app's constructor failed or panicked.
     InitFailed(String),
+    /// A C app descriptor in a library without the C version symbol.
+    NoCVersion,
+    /// A C app descriptor that cannot be used as it is.
+    BadCDescriptor(String),
+    /// A C app built against a C interface this host cannot speak.
+    IncompatibleCInterface {
+        /// The version in the library, e.g. `1.1`.
+        plugin: String,
+        /// This host's, e.g. `1.0`.
+        host: String,
+    },
 }
 
 impl CheckError {
@@ -372,7 +428,7 @@ impl fmt::Display for CheckError {
         match self {
             CheckError::NotAbiStable => write!(
                 f,
-                "the symbol is not an app: it is not an abi_stable header (export apps with plugin_api::export_app!)"
+                "the symbol is not an app: it is not an abi_stable header (export apps with plugin_api::export_app!) nor a C app descriptor (HOST_APP_DEFINE in host_app.h)"
             ),
             CheckError::AbiStableVersion { plugin } => write!(
                 f,
@@ -393,6 +449,19 @@ impl fmt::Display for CheckError {
             CheckError::CAbi(detail) => write!(f, "the compiler's C ABI differs ({detail}); build host and plugin with the same toolchain"),
             CheckError::Corrupt(detail) => write!(f, "its abi_stable header is corrupt ({detail}); rebuild the plugin"),
             CheckError::InitFailed(detail) => write!(f, "the app failed to start: {detail}"),
+            CheckError::NoCVersion => write!(
+                f,
+                "the symbol is a C app descriptor, but the library has no {} symbol; add HOST_APP_INTERFACE(); to one of its source files",
+                crate::abi::c::VERSION_SYMBOL
+            ),
+            CheckError::BadCDescriptor(detail) => write!(
+                f,
+                "its host_app descriptor is invalid ({detail}); define it with HOST_APP_DEFINE from this host's host_app.h"
+            ),
+            CheckError::IncompatibleCInterface { plugin, host } => write!(
+                f,
+                "built against C interface {plugin} (host_app.h), this host speaks C interface {host}; rebuild the app with this host's plugin-api/c/host_app.h (or run a host that speaks {plugin})"
+            ),
         }
     }
 }
@@ -401,6 +470,12 @@ impl std::error::Error for CheckError {}
 
 /// Forwards a plugin's log record to the host's `log` logger.
 extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
+    log_record(level, target.as_str(), message.as_str());
+}
+
+/// Logs a plugin's record (`level` 1 = error … 5 = trace) through the
+/// host's logger.
+fn log_record(level: u8, target: &str, message: &str) {
     let level = match level {
         1 => log::Level::Error,
         2 => log::Level::Warn,
@@ -410,7 +485,7 @@ extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
     };
     // A logger that panics must not unwind into the plugin.
     let _ = panic::catch_unwind(|| {
-        log::log!(target: target.as_str(), level, "{}", message.as_str());
+        log::log!(target: target, level, "{message}");
     });
 }
 
@@ -508,11 +583,32 @@ impl v1_0::Gateway for GatewayAdapter<'_> {
 }
 
 /// An owned buffer from the plugin, freed by the plugin's allocator.
-pub struct PluginBytes(RVec<u8>);
+pub struct PluginBytes(Owned);
+
+/// Whose buffer it is.
+enum Owned {
+    /// A Rust plugin's vector.
+    Rust(RVec<u8>),
+    /// A C app's buffer, with its release function.
+    C(CBytes),
+}
+
+impl PluginBytes {
+    fn rust(bytes: RVec<u8>) -> PluginBytes {
+        PluginBytes(Owned::Rust(bytes))
+    }
+
+    fn c(bytes: CBytes) -> PluginBytes {
+        PluginBytes(Owned::C(bytes))
+    }
+}
 
 impl AsRef<[u8]> for PluginBytes {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Owned::Rust(bytes) => bytes,
+            Owned::C(bytes) => bytes.as_ref(),
+        }
     }
 }
 
@@ -533,8 +629,8 @@ impl ResponseBody {
         match raw {
             RawBody::Empty => ResponseBody::Empty,
             RawBody::Static(bytes) => ResponseBody::Static(bytes.as_slice()),
-            RawBody::Bytes(bytes) => ResponseBody::Bytes(PluginBytes(bytes)),
-            RawBody::Stream(stream) => ResponseBody::Stream(ResponseStream { stream: Some(stream) }),
+            RawBody::Bytes(bytes) => ResponseBody::Bytes(PluginBytes::rust(bytes)),
+            RawBody::Stream(stream) => ResponseBody::Stream(ResponseStream::rust(stream)),
         }
     }
 }
@@ -542,26 +638,51 @@ impl ResponseBody {
 /// A streamed body; `close` (WSGI's `close()`) runs exactly once, on
 /// [`ResponseStream::close`] or else on drop.
 pub struct ResponseStream {
-    stream: Option<BoxedBodyStream>,
+    stream: Option<Streamed>,
+}
+
+/// Whose stream it is.
+enum Streamed {
+    /// A Rust plugin's.
+    Rust(BoxedBodyStream),
+    /// A C app's.
+    C(CStream),
 }
 
 impl ResponseStream {
+    fn rust(stream: BoxedBodyStream) -> ResponseStream {
+        ResponseStream {
+            stream: Some(Streamed::Rust(stream)),
+        }
+    }
+
+    fn c(stream: CStream) -> ResponseStream {
+        ResponseStream {
+            stream: Some(Streamed::C(stream)),
+        }
+    }
+
     /// The next chunk, `None` at the end; `Err` if the app failed mid-body.
     pub fn next_chunk(&mut self) -> Result<Option<PluginBytes>, String> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Ok(None);
-        };
-        stream
-            .next_chunk()
-            .into_result()
-            .map(|chunk| chunk.into_option().map(PluginBytes))
-            .map_err(RString::into_string)
+        match self.stream.as_mut() {
+            None => Ok(None),
+            Some(Streamed::Rust(stream)) => stream
+                .next_chunk()
+                .into_result()
+                .map(|chunk| chunk.into_option().map(PluginBytes::rust))
+                .map_err(RString::into_string),
+            Some(Streamed::C(stream)) => stream.next_chunk(),
+        }
     }
 
     /// Calls the app's `close()`; later calls do nothing.
     pub fn close(&mut self) -> Result<(), String> {
         match self.stream.take() {
-            Some(mut stream) => stream.close().into_result().map_err(RString::into_string),
+            Some(Streamed::Rust(mut stream)) => stream.close().into_result().map_err(RString::into_string),
+            Some(Streamed::C(mut stream)) => {
+                stream.close();
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -578,3 +699,6 @@ impl Drop for ResponseStream {
 /// The size of the header [`crate::export_app!`] exports, to tell app
 /// symbols apart in a library's symbol table.
 pub const APP_HEADER_SIZE: usize = std::mem::size_of::<LibHeader>();
+
+/// The size of a C app descriptor (`host_app`) of this host's C interface.
+pub const C_APP_DESCRIPTOR_SIZE: usize = std::mem::size_of::<crate::abi::c::AppDescriptor>();
