@@ -40,6 +40,7 @@ RELEASE = ROOT / "target" / "release"
 HOST_BIN = RELEASE / "host"
 BASELINE_BIN = RELEASE / "baseline"
 BENCH_APPS = RELEASE / "libbench_apps.so"
+BENCH_C_HELLO = ROOT / "target" / "c-apps" / "libbench_hello_c.so"  # `make c-apps`
 CTIME_APP = ROOT / "plugins" / "libctime.so"
 NGINX_BIN = Path("/usr/sbin/nginx")
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
@@ -122,7 +123,7 @@ class ServerSpec:
     """One server configuration; `kind` picks the command line."""
 
     name: str
-    kind: str  # "baseline", "host" or "nginx"
+    kind: str  # "baseline", "host", "host-c" (hello from the C interface) or "nginx"
     workers: int | None = None  # None: the baseline (one process, all cores)
 
 
@@ -244,12 +245,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def host_argv(port: int, site: Path, workers: int) -> list[str]:
-    """The host command line with the bench apps and ctime mounted."""
+def host_argv(port: int, site: Path, workers: int, hello: str = f"{BENCH_APPS}:hello") -> list[str]:
+    """The host command line with the bench apps (`hello`: the /hello app) and ctime mounted."""
     return [
         str(HOST_BIN), "-b", f"127.0.0.1:{port}", "--static-dir", str(site),
         "--access-log-format", "off", "-w", str(workers),
-        "--mount", f"/hello={BENCH_APPS}:hello",
+        "--mount", f"/hello={hello}",
         "--mount", f"/sleep={BENCH_APPS}:sleep",
         "--mount", f"/ctime={CTIME_APP}:application",
     ]  # fmt: skip
@@ -284,12 +285,14 @@ def server_argv(spec: ServerSpec, port: int, scratch: Scratch) -> list[str]:
         return baseline_argv(port, scratch.site)
     if spec.kind == "host":
         return host_argv(port, scratch.site, spec.workers)
+    if spec.kind == "host-c":
+        return host_argv(port, scratch.site, spec.workers, hello=f"{BENCH_C_HELLO}:hello_app")
     return nginx_argv(port, scratch, spec.workers)
 
 
 def check_prerequisites(workloads: list[Workload]) -> None:
     """Fails early, naming every missing binary or library."""
-    needed = [HOST_BIN, BASELINE_BIN, BENCH_APPS, CTIME_APP]
+    needed = [HOST_BIN, BASELINE_BIN, BENCH_APPS, BENCH_C_HELLO, CTIME_APP]
     if any(NGINX_1 in w.servers for w in workloads):
         needed.append(NGINX_BIN)
     missing = [str(p) for p in needed if not p.exists()]
@@ -746,9 +749,11 @@ def callgrind_ir(spec: ServerSpec, requests: int, scratch: Scratch) -> int:
 
 
 def callgrind_section(scratch: Scratch) -> str:
-    """Instructions per /hello request: host -w 0 against the baseline."""
+    """Instructions per /hello request: host -w 0 (the Rust hello, then its
+    C twin through the C interface) against the baseline."""
     print("callgrind", file=sys.stderr)
     host_w0 = ServerSpec("host -w 0", "host", 0)
+    host_c_w0 = ServerSpec("host -w 0, C hello", "host-c", 0)
     few, many = CALLGRIND_COUNTS
     lines = [
         "## Instructions per request (callgrind, /hello)",
@@ -760,12 +765,16 @@ def callgrind_section(scratch: Scratch) -> str:
         "|---|---:|---:|---:|",
     ]
     per_request = {}
-    for spec in (host_w0, BASELINE):
+    for spec in (host_w0, host_c_w0, BASELINE):
         ir = {count: callgrind_ir(spec, count, scratch) for count in CALLGRIND_COUNTS}
         per_request[spec.name] = (ir[many] - ir[few]) / (many - few)
         lines.append(f"| {spec.name} | {ir[few]:,} | {ir[many]:,} | {per_request[spec.name]:,.0f} |")
-    host_ir, base_ir = per_request[host_w0.name], per_request[BASELINE.name]
-    lines += ["", f"ratio host/baseline: {fmt(ratio(host_ir, base_ir), '.2f')}"]
+    host_ir, c_ir, base_ir = (per_request[s.name] for s in (host_w0, host_c_w0, BASELINE))
+    lines += [
+        "",
+        f"ratio host/baseline: {fmt(ratio(host_ir, base_ir), '.2f')}",
+        f"ratio C hello/Rust hello: {fmt(ratio(c_ir, host_ir), '.3f')} (target ≤ 1.05)",
+    ]
     return "\n".join(lines)
 
 

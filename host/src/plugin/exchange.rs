@@ -220,7 +220,7 @@ pub fn describe(method: &str, script_name: &str, path_info: &str, app: &LoadedAp
 
 /// Whether the app answered with a stream, whose chunks are pulled by
 /// calling into the app again (and may take any time).
-pub fn streams(result: &Result<ResponseBody, String>) -> bool {
+pub fn is_stream(result: &Result<ResponseBody, String>) -> bool {
     matches!(result, Ok(ResponseBody::Stream(_)))
 }
 
@@ -294,7 +294,7 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
         let head = self.head.borrow_mut().take_for_sending().map_err(SendError::App)?;
         let head = head.expect("head not sent yet");
         let body = body.filter(|chunk| !chunk.is_empty());
-        self.record(&head, body.as_ref());
+        self.note_sent(&head, body.as_ref());
         self.sink.borrow_mut().whole(head, body)
     }
 
@@ -313,14 +313,14 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
         let head = self.head.borrow_mut().take_for_sending().map_err(SendError::App)?;
         match head {
             Some(head) => {
-                self.record(&head, None);
+                self.note_sent(&head, None);
                 self.sink.borrow_mut().head(head)
             }
             None => Ok(()),
         }
     }
 
-    fn record(&self, head: &ResponseHead, body: Option<&Chunk>) {
+    fn note_sent(&self, head: &ResponseHead, body: Option<&Chunk>) {
         let mut summary = self.summary.borrow_mut();
         summary.status = Some(head.status().as_u16());
         summary.bytes += body.map_or(0, Chunk::len);
@@ -342,7 +342,7 @@ impl<S: ResponseSink, I: RequestBody> Exchange<S, I> {
         let body = Chunk::Copied(text.into_bytes());
         // What the app may have started is replaced.
         *self.summary.borrow_mut() = Summary::default();
-        self.record(&head, Some(&body));
+        self.note_sent(&head, Some(&body));
         let mut sink = self.sink.borrow_mut();
         if sink.whole(head, Some(body)).is_err() {
             sink.abort();

@@ -406,7 +406,7 @@ fn tell(process: &Process, message: &MasterMessage) {
 /// already answered 504 was logged by it.
 fn log_lost_requests(access_log: &AccessLog, snapshot: &inflight::Snapshot) {
     for request in snapshot.requests.iter().filter(|r| !r.logged) {
-        access_log.record(&Entry {
+        access_log.write(&Entry {
             remote: &request.remote,
             method: &request.method,
             target: &request.target,

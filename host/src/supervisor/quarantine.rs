@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-pub use crate::server::request::quarantined::Scope;
+pub use crate::server::request::quarantine_list::Scope;
 
 /// When routes are quarantined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use super::recycling;
 use crate::config::layers;
 use crate::error::Failure;
 use crate::server::request::handler::Handler;
-use crate::server::request::quarantined::Quarantined;
+use crate::server::request::quarantine_list::QuarantineList;
 use crate::server::startup::{self, block_on_runtime, listen};
 use crate::server::state::Retire;
 use crate::server::{self, StopLevel};
@@ -113,7 +113,7 @@ async fn report_metrics(link: Arc<MasterLink>, handler: Arc<Handler>) {
 }
 
 /// Applies the master's messages (quarantines) until it goes away.
-async fn follow_master(reader: std::os::unix::net::UnixStream, quarantined: Arc<Quarantined>) {
+async fn follow_master(reader: std::os::unix::net::UnixStream, quarantined: Arc<QuarantineList>) {
     let reader = match reader
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UnixStream::from_std(reader))

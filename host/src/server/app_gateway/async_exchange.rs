@@ -44,7 +44,7 @@ pub struct AsyncExchange {
 }
 
 struct State {
-    body: Body,
+    body: IncomingBody,
     head: HeadState,
     /// A body chunk handed over, not yet taken by the connection.
     chunk: Option<Bytes>,
@@ -56,7 +56,7 @@ struct State {
 }
 
 /// The request body, read as the app asks.
-struct Body {
+struct IncomingBody {
     incoming: Option<Incoming>,
     pace: Pace,
     wait: Option<Wait>,
@@ -108,7 +108,7 @@ impl AsyncExchange {
             runtime: Handle::current(),
             clock,
             state: Mutex::new(State {
-                body: Body {
+                body: IncomingBody {
                     incoming: (!ended).then_some(body),
                     pace: Pace::new(limits),
                     wait: None,

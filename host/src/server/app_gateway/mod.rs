@@ -317,7 +317,7 @@ fn call_inline(request: &AppRequest<'_>, input: Input, started: Instant) -> Inli
         let _inline = InlineCall::enter_at(started, ctx.method().as_str(), ctx.head.uri.path(), route);
         call_app(request, &exchange, Placement::Inline, started)
     };
-    if exchange::streams(&result) {
+    if exchange::is_stream(&result) {
         return Inline::Stream(Box::new(exchange), result);
     }
     let summary = exchange.finish(result, || request.describe());
@@ -434,7 +434,7 @@ fn call_app(
     let app = &request.mount.app;
     let result = with_environ(request, |vars, headers, extra| exchange.call(app, vars, headers, extra));
     let returned = Instant::now();
-    let whole = !exchange::streams(&result) && !exchange.sink().streamed();
+    let whole = !exchange::is_stream(&result) && !exchange.sink().sent_in_parts();
     let report = CallReport {
         placement,
         took: returned.saturating_duration_since(started),

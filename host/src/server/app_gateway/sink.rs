@@ -99,7 +99,7 @@ impl HttpSink {
 
     /// Whether the head went out before the body was complete (the call
     /// streamed or wrote in parts).
-    pub fn streamed(&self) -> bool {
+    pub fn sent_in_parts(&self) -> bool {
         self.streamed
     }
 

@@ -103,7 +103,7 @@ impl AccessLog {
             AccessLogFormat::Combined => ctx.referer_and_agent(),
             _ => (None, None),
         };
-        self.record(&Entry {
+        self.write(&Entry {
             remote: ctx.client(),
             method: ctx.method().as_str(),
             target: &ctx.target(),
@@ -116,7 +116,7 @@ impl AccessLog {
     }
 
     /// Records one request.
-    pub fn record(&self, entry: &Entry<'_>) {
+    pub fn write(&self, entry: &Entry<'_>) {
         if !self.enabled {
             return;
         }

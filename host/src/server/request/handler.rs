@@ -16,7 +16,7 @@ use hyper::header::{HeaderValue, CONNECTION, SERVER};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::budget::RequestBudget;
-use super::quarantined::Quarantined;
+use super::quarantine_list::QuarantineList;
 use super::router::Route;
 use super::router::Router;
 use crate::server::app_gateway::mount::PathInfo;
@@ -41,7 +41,7 @@ pub struct Handler {
     /// The routing table.
     pub router: Router,
     /// Mounts answered 503 without calling the app (the master's quarantines).
-    pub quarantined: Arc<Quarantined>,
+    pub quarantined: Arc<QuarantineList>,
     /// Requests this process serves before it retires (`--max-requests`
     /// and its jitter), and how many it has begun.
     pub budget: RequestBudget,

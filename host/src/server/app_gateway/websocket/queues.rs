@@ -18,18 +18,18 @@ pub const CAPACITY: usize = 16;
 
 /// Why the app's send or close failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
+pub enum QueueError {
     /// The socket is closed.
     Closed,
     /// The app sent without waiting for room.
     Full,
 }
 
-impl std::fmt::Display for SendError {
+impl std::fmt::Display for QueueError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            SendError::Closed => "the WebSocket is closed",
-            SendError::Full => "the WebSocket's queue is full (a send was not awaited)",
+            QueueError::Closed => "the WebSocket is closed",
+            QueueError::Full => "the WebSocket's queue is full (a send was not awaited)",
         })
     }
 }
@@ -83,10 +83,10 @@ impl Queues {
     }
 
     /// Ready when the app may send a message.
-    pub fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+    pub fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), QueueError>> {
         let mut inner = self.inner();
         if inner.ended {
-            return Poll::Ready(Err(SendError::Closed));
+            return Poll::Ready(Err(QueueError::Closed));
         }
         if inner.to_client.len() < CAPACITY {
             return Poll::Ready(Ok(()));
@@ -96,13 +96,13 @@ impl Queues {
     }
 
     /// Queues the app's message for the client.
-    pub fn send(&self, message: WsOutgoing) -> Result<(), SendError> {
+    pub fn send(&self, message: WsOutgoing) -> Result<(), QueueError> {
         let mut inner = self.inner();
         if inner.ended {
-            return Err(SendError::Closed);
+            return Err(QueueError::Closed);
         }
         if inner.to_client.len() >= CAPACITY {
-            return Err(SendError::Full);
+            return Err(QueueError::Full);
         }
         inner.to_client.push_back(message);
         inner.wake_session();
@@ -110,10 +110,10 @@ impl Queues {
     }
 
     /// The app's close handshake (a second close is a no-op).
-    pub fn close(&self, code: u16, reason: String) -> Result<(), SendError> {
+    pub fn close(&self, code: u16, reason: String) -> Result<(), QueueError> {
         let mut inner = self.inner();
         if inner.ended {
-            return Err(SendError::Closed);
+            return Err(QueueError::Closed);
         }
         if inner.close_asked {
             return Ok(());
@@ -275,7 +275,7 @@ mod tests {
             queues.send(text("x")).unwrap();
         }
         assert!(queues.poll_send_ready(&mut Context::from_waker(&app)).is_pending());
-        assert_eq!(queues.send(text("y")), Err(SendError::Full));
+        assert_eq!(queues.send(text("y")), Err(QueueError::Full));
         queues.next_outgoing();
         assert_eq!(app_woken.0.load(Ordering::SeqCst), 1, "room wakes the app");
         assert!(queues.poll_send_ready(&mut Context::from_waker(&app)).is_ready());
@@ -294,8 +294,8 @@ mod tests {
         let mut cx = Context::from_waker(&app);
         assert!(matches!(queues.poll_recv(&mut cx), Poll::Ready(WsEvent::Text(_))));
         assert!(matches!(queues.poll_recv(&mut cx), Poll::Ready(WsEvent::Gone)));
-        assert_eq!(queues.send(text("late")), Err(SendError::Closed));
-        assert_eq!(queues.close(1000, String::new()), Err(SendError::Closed));
-        assert_eq!(queues.poll_send_ready(&mut cx), Poll::Ready(Err(SendError::Closed)));
+        assert_eq!(queues.send(text("late")), Err(QueueError::Closed));
+        assert_eq!(queues.close(1000, String::new()), Err(QueueError::Closed));
+        assert_eq!(queues.poll_send_ready(&mut cx), Poll::Ready(Err(QueueError::Closed)));
     }
 }

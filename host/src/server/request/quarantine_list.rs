@@ -39,13 +39,13 @@ impl fmt::Display for Scope {
 
 /// The quarantined scopes and when each quarantine ends.
 #[derive(Debug, Default)]
-pub struct Quarantined {
+pub struct QuarantineList {
     /// Whether any scope is listed: the check on every request is one load.
     any: AtomicBool,
     scopes: RwLock<HashMap<Scope, Instant>>,
 }
 
-impl Quarantined {
+impl QuarantineList {
     /// Lists `scope` until `until`.
     pub fn add(&self, scope: Scope, until: Instant) {
         let mut scopes = self.scopes.write().unwrap_or_else(|e| e.into_inner());
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn listed_scopes_are_refused_until_removed_or_over() {
-        let list = Quarantined::default();
+        let list = QuarantineList::default();
         let now = Instant::now();
         assert_eq!(list.remaining("/", "/a", now), None);
         let path = scope("/", Some("/a"));
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_whole_mount_covers_every_path_of_it_and_nothing_else() {
-        let list = Quarantined::default();
+        let list = QuarantineList::default();
         let now = Instant::now();
         list.add(scope("/f", None), now + Duration::from_secs(5));
         for path in ["", "/1", "/2/deeper"] {
