@@ -1,5 +1,6 @@
-/* mini_frame: seed 004's tiny framework in C++17, a demo of host_app.h from
- * C++. A route table maps PATH_INFO to handlers (lambdas) that build pages
+/* mini_frame: the seeds' tiny framework (the blog posts this project grew
+ * from build it in Python) in C++17, a demo of host_app.h from C++. A route
+ * table maps PATH_INFO to handlers (lambdas) that build pages
  * as the seed's index() and center() do: a template with "{%content%}"
  * replaced by a line of text (the template is inline here; the Rust port,
  * plugins/mini_frame, reads html/templates/ and has more routes):

@@ -174,8 +174,7 @@ pub fn with_checked_headers<'h>(
     let mut map = HeaderMap::with_capacity(headers.size_hint().0 + 2);
     let mut content_length = None;
     for (name, value) in headers {
-        let name = checked(name, value)?;
-        let value = HeaderValue::from_str(value).map_err(|_| format!("header {name} contains a control character"))?;
+        let (name, value) = checked(name, value)?;
         if name == header::CONTENT_LENGTH && content_length.is_none() {
             content_length = value.to_str().ok().and_then(|v| v.trim().parse().ok());
         }
@@ -193,14 +192,19 @@ pub fn with_checked_headers<'h>(
     })
 }
 
-/// The header's name, if the name is a token and the value holds no CR,
-/// LF or NUL.
-fn checked(name: &str, value: &str) -> Result<HeaderName, String> {
+/// The header, if the name is a token and the value holds no control
+/// character but tab (each checked once, by the `http` crate's parsers);
+/// the error names the problem, CR, LF and NUL first (they would split or
+/// end the head).
+fn checked(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
-    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(format!("header {name} contains CR, LF or NUL"));
+    match HeaderValue::from_str(value) {
+        Ok(value) => Ok((name, value)),
+        Err(_) if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) => {
+            Err(format!("header {name} contains CR, LF or NUL"))
+        }
+        Err(_) => Err(format!("header {name} contains a control character")),
     }
-    Ok(name)
 }
 
 /// Hop-by-hop headers belong to the server, not the app (PEP 3333).
