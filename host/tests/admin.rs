@@ -149,8 +149,17 @@ fn metrics_move_and_health_flips_during_a_stop() {
 
     // A stop: /readyz says 503 while the workers drain, /healthz stays 200.
     let mut slow = common::server::Conn::open(server.addr);
-    slow.send(&common::server::request_bytes("GET", "/sleep/3000", &[], b""));
-    std::thread::sleep(Duration::from_millis(300));
+    slow.send(&common::server::request_bytes("GET", "/sleep/4000", &[], b""));
+    // The stop comes once the request is in a worker: its reports (every
+    // second) count it in flight; it sleeps 4 s in the app.
+    let in_flight = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        (total(&scrape_metrics(admin_addr), "host_requests_in_flight", &[]) >= 1.0).then_some(())
+    });
+    assert!(
+        in_flight.is_some(),
+        "GET /sleep/4000 never showed in flight:\n{:?}",
+        admin(admin_addr, "/metrics")
+    );
     server.signal("TERM");
     let draining = poll(Duration::from_secs(2), Duration::from_millis(20), || {
         matches!(admin(admin_addr, "/readyz"), Ok((503, ref body)) if body == "stopping\n").then_some(())
@@ -269,11 +278,26 @@ fn request_counters_survive_recycled_swapped_and_crashed_workers() {
     let before = requests_total(admin_addr);
     kill("KILL", worker_pids(server.pid())[0]);
     let mut seen = before;
+    let mut answered = 0;
     for _ in 0..20 {
-        let _ = try_get(server.addr, "/hello", REQUEST_TIMEOUT);
+        if matches!(try_get(server.addr, "/hello", REQUEST_TIMEOUT), Ok((200, _))) {
+            answered += 1;
+        }
         let now = requests_total(admin_addr);
         assert!(now >= seen, "host_requests_total went back from {seen} to {now}");
         seen = now;
+        // Spread over a second, so that reports (every second) and the
+        // dead worker's exit come in between (time passing is the point).
         std::thread::sleep(Duration::from_millis(50));
     }
+    // What was answered after the kill is counted once reported.
+    assert!(answered > 0, "no request answered after the kill");
+    let counted = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        (requests_total(admin_addr) >= before + answered as f64).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "host_requests_total is {}, not at least {before} + {answered}",
+        requests_total(admin_addr)
+    );
 }

@@ -121,6 +121,30 @@ fn a_master_refuses_bad_files_at_start() {
     }
 }
 
+/// The probes `master` is running: its children whose command line is
+/// `host check --in-process …` (see `supervisor::probe`).
+fn probe_pids(master: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|ppid| ppid.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(master) && cmdline.split(|b| *b == 0).any(|arg| arg == b"--in-process")
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// The size of a folder's files.
 fn folder_bytes(path: &Path) -> u64 {
     std::fs::read_dir(path)
@@ -185,7 +209,10 @@ fn bad_swaps_keep_the_old_generation_and_the_master_responsive() {
     install(&plugin_lib("on_load"), &lib);
     set_mode(&dir, "probe-sleep");
     server.signal("HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    let probe = poll(Duration::from_secs(10), Duration::from_millis(10), || {
+        probe_pids(master).first().copied()
+    });
+    let probe = probe.unwrap_or_else(|| panic!("no probe started after SIGHUP\n{}", server.log()));
     let victim = worker_pids(master)[0];
     kill("KILL", victim);
     let replaced = poll(Duration::from_secs(10), Duration::from_millis(20), || {
@@ -195,6 +222,11 @@ fn bad_swaps_keep_the_old_generation_and_the_master_responsive() {
     assert!(
         replaced.is_some(),
         "no replacement while the probe hangs\n{}",
+        server.log()
+    );
+    assert!(
+        probe_pids(master).contains(&probe),
+        "the probe {probe} ended before the replacement: it was not hanging\n{}",
         server.log()
     );
     let records = load.finish();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::fleet::lines_with;
 use common::foreign::c_lib;
 use common::server::{request_bytes, Server};
-use common::{app_spec, fixture_lib};
+use common::{app_spec, fixture_lib, worker_deaths};
 
 /// One worker serving the C fixture `name` (`fixtures/c/<name>.c`).
 fn serve_fixture(name: &str) -> Server {
@@ -38,10 +38,6 @@ fn status_of(addr: SocketAddr, method: &str, target: &str) -> Option<u16> {
     let head = String::from_utf8_lossy(&answer);
     let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
     head.contains("\r\n\r\n").then_some(status)
-}
-
-fn worker_deaths(server: &Server) -> Vec<String> {
-    lines_with(&server.log(), " died: ")
 }
 
 #[test]
@@ -150,7 +146,7 @@ fn each_checkable_mistake_gets_a_rust_apps_answer() {
         "{}",
         codes.text()
     );
-    assert!(worker_deaths(&server).is_empty(), "{}", server.log());
+    assert!(worker_deaths(&server.log()).is_empty(), "{}", server.log());
 }
 
 #[test]
@@ -167,7 +163,7 @@ fn a_crashing_c_app_is_contained_ten_times_over() {
         }
         assert_eq!(server.get("/ok").status, 200, "{}", server.log());
     }
-    let deaths = worker_deaths(&server);
+    let deaths = worker_deaths(&server.log());
     assert!(
         !deaths.is_empty() && deaths.iter().all(|d| d.contains("signal 11 (SIGSEGV) in GET /crash")),
         "{deaths:#?}"
@@ -180,23 +176,23 @@ fn a_crashing_c_app_is_contained_ten_times_over() {
     );
 }
 
-/// How many random requests the fuzz run sends: `HOST_FUZZ_INPUTS`, or a
-/// short run for `make test`.
-fn fuzz_inputs() -> u64 {
-    std::env::var("HOST_FUZZ_INPUTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1500)
+/// `name`'s value as a number, or `default` (HOST_FUZZ_INPUTS, HOST_FUZZ_SEED).
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+    })
 }
 
 #[test]
 fn random_calls_codes_and_lengths_cost_no_worker() {
     let server = serve_fixture("fuzz");
     let addr = server.addr;
-    let inputs = fuzz_inputs();
-    eprintln!("fuzzing the C boundary with {inputs} inputs (seeds 0..{inputs}; HOST_FUZZ_INPUTS=N for more)");
+    // A fixed count of fixed seeds in make test; more with the variables.
+    let inputs = env_number("HOST_FUZZ_INPUTS", 1500);
+    let first = env_number("HOST_FUZZ_SEED", 0);
+    eprintln!("fuzzing the C boundary: HOST_FUZZ_SEED={first} HOST_FUZZ_INPUTS={inputs} (seeds {first}..)");
     let mut statuses = BTreeMap::new();
-    for seed in 0..inputs {
+    for seed in first..first + inputs {
         let status = status_of(addr, "POST", &format!("/fuzz?{seed}"));
         *statuses.entry(status).or_insert(0u64) += 1;
     }
@@ -214,7 +210,11 @@ fn random_calls_codes_and_lengths_cost_no_worker() {
         statuses.keys().all(|s| matches!(s, None | Some(200 | 201 | 404 | 500))),
         "{statuses:?}"
     );
-    assert!(worker_deaths(&server).is_empty(), "{:#?}", worker_deaths(&server));
+    assert!(
+        worker_deaths(&server.log()).is_empty(),
+        "{:#?}",
+        worker_deaths(&server.log())
+    );
     assert_eq!(server.get("/ok").status, 200);
 }
 

@@ -11,13 +11,15 @@
 //!   requests (or bodies) where a strict parser sees other ones;
 //! - the server is alive and has lost no worker at the end.
 //!
-//! Runs `HOST_FUZZ_SECONDS` (default 60) with `HOST_FUZZ_SEED`: a number,
-//! or `random` for the time. The suite's default is a fixed seed, so a red
-//! run replays the same inputs on any machine (a faster one only gets
-//! further down the same sequence); explore with longer runs and random
-//! seeds, and keep what they find in the corpus (`0900-…`). Prints executions, findings and how often the server was
-//! stricter than the oracle. Findings are written to
-//! `target/fuzz-findings/` as raw request files.
+//! Sends `HOST_FUZZ_INPUTS` inputs (default [`SUITE_INPUTS`], a few seconds)
+//! made from `HOST_FUZZ_SEED`: a number, or `random` for the time. The
+//! suite's default is a fixed seed and a fixed count, so a red run replays
+//! the same inputs on any machine, however fast; both are printed first.
+//! Explore with more inputs and random seeds, and keep what they find in the
+//! corpus (`0900-…`): [`replay_findings`] replays those on every run. Prints
+//! executions, findings and how often the server was stricter than the
+//! oracle. Findings are written to `target/fuzz-findings/` as raw request
+//! files (`HOST_FUZZ_REPLAY=FILE:FILE…` replays them with details).
 
 mod common;
 #[path = "fuzz_http/mutate.rs"]
@@ -32,8 +34,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::fleet::{echo, try_get};
+use common::fleet::{echo, try_get, worker_pids};
 use common::server::Server;
+use common::worker_deaths;
 use mutate::{extra_seeds, mutate, Rng};
 use oracle::Expected;
 use serde_json::Value;
@@ -203,14 +206,19 @@ fn judge(input: &[u8], answers: &[Answer]) -> Result<bool, String> {
     Ok(false)
 }
 
+/// The vector corpus (see its README).
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/http-vectors")
+}
+
 fn seeds() -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/http-vectors");
-    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(corpus_dir())
         .expect("the vector corpus")
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "http"))
         .map(|e| std::fs::read(e.path()).expect("a vector"))
         .collect();
+    seeds.sort();
     seeds.extend(extra_seeds());
     seeds
 }
@@ -218,13 +226,16 @@ fn seeds() -> Vec<Vec<u8>> {
 /// The test suite's seed (see the module doc).
 const SUITE_SEED: u64 = 0x5EED_F022;
 
-#[test]
-fn fuzzed_requests_never_break_the_server_or_slip_past_it() {
-    let seconds: u64 = std::env::var("HOST_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    let seed: u64 = match std::env::var("HOST_FUZZ_SEED").as_deref() {
+/// How many inputs the test suite sends: a few seconds on two cores.
+const SUITE_INPUTS: u64 = 40_000;
+
+/// Concurrent clients of the fuzz run; client `c` mutates from its own
+/// generator, seeded from the run's seed and `c`.
+const CLIENTS: u64 = 8;
+
+/// `HOST_FUZZ_SEED`: a number, `random` (the time), or the suite's seed.
+fn fuzz_seed() -> u64 {
+    match std::env::var("HOST_FUZZ_SEED").as_deref() {
         Err(_) => SUITE_SEED,
         Ok("random") => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -232,8 +243,23 @@ fn fuzzed_requests_never_break_the_server_or_slip_past_it() {
         Ok(number) => number
             .parse()
             .unwrap_or_else(|_| panic!("HOST_FUZZ_SEED={number:?}: give a number or `random`")),
-    };
-    let mut server = Server::builder()
+    }
+}
+
+/// `HOST_FUZZ_INPUTS`, or the suite's count.
+fn fuzz_inputs() -> u64 {
+    match std::env::var("HOST_FUZZ_INPUTS") {
+        Err(_) => SUITE_INPUTS,
+        Ok(count) => count
+            .parse()
+            .unwrap_or_else(|_| panic!("HOST_FUZZ_INPUTS={count:?}: give a number of inputs")),
+    }
+}
+
+/// A one-worker host serving echo with short timeouts and the oracle's
+/// body limit, logging at `log_level`.
+fn fuzz_target(log_level: &str) -> Server {
+    Server::builder()
         .arg(echo())
         .args([
             "--no-static",
@@ -245,23 +271,59 @@ fn fuzzed_requests_never_break_the_server_or_slip_past_it() {
             "2s",
         ])
         .args(["--max-body-size", "1MiB", "--access-log-format", "off"])
-        .env("RUST_LOG", "error")
-        .start();
+        .env("RUST_LOG", log_level)
+        .start()
+}
+
+/// What must hold of the server after a run: the master alive, no worker
+/// death in its log, the same workers as at the start, and `GET /`
+/// answered. The problems found.
+fn server_health(server: &mut Server, workers: &[u32]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if server.wait_exit(Duration::ZERO).is_some() {
+        problems.push("the master died".to_owned());
+    }
+    let log = server.log();
+    let deaths = worker_deaths(&log);
+    if !deaths.is_empty() {
+        problems.push(format!("{} worker deaths: {deaths:#?}", deaths.len()));
+    }
+    let now = worker_pids(server.pid());
+    if now != workers {
+        problems.push(format!("the workers changed: {workers:?} → {now:?}"));
+    }
+    let answer = try_get(server.addr, "/", Duration::from_secs(5));
+    if !matches!(answer, Ok((200, _))) {
+        problems.push(format!("GET / afterwards: {answer:?}"));
+    }
+    problems
+}
+
+#[test]
+fn fuzzed_requests_never_break_the_server_or_slip_past_it() {
+    let seed = fuzz_seed();
+    let inputs = fuzz_inputs();
+    // Printed first, so that even a run that hangs says how to replay it.
+    println!("fuzz: seed {seed}, {inputs} inputs; replay with HOST_FUZZ_SEED={seed} HOST_FUZZ_INPUTS={inputs}");
+    let mut server = fuzz_target("error");
+    let workers = worker_pids(server.pid());
+    assert_eq!(workers.len(), 1, "one worker: {workers:?}");
     let seeds = seeds();
     let execs = AtomicU64::new(0);
     let stricter = AtomicU64::new(0);
     let stricter_samples: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let findings: Mutex<Vec<(Vec<u8>, String)>> = Mutex::new(Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    const CLIENTS: u64 = 8;
     std::thread::scope(|scope| {
         for client in 0..CLIENTS {
             let (seeds, execs, stricter, findings, addr) = (&seeds, &execs, &stricter, &findings, server.addr);
             let stricter_samples = &stricter_samples;
+            // The inputs are shared out by count, not by time: the same
+            // seed sends the same inputs on any machine.
+            let share = inputs / CLIENTS + u64::from(client < inputs % CLIENTS);
             scope.spawn(move || {
                 let mut rng = Rng::new(seed ^ (client + 1).wrapping_mul(0xA076_1D64_78BD_642F));
-                while Instant::now() < deadline {
+                for _ in 0..share {
                     let input = mutate(&mut rng, seeds);
                     let verdict = exchange(addr, &input)
                         .and_then(|bytes| parse_answers(&bytes))
@@ -284,9 +346,10 @@ fn fuzzed_requests_never_break_the_server_or_slip_past_it() {
     });
     let execs = execs.into_inner();
     let findings = findings.into_inner().unwrap();
-    let rate = execs as f64 / started.elapsed().as_secs_f64();
+    let took = started.elapsed().as_secs_f64();
     println!(
-        "fuzz: seed {seed}, {execs} inputs in {seconds} s ({rate:.0}/s), {} findings; the server refused {} inputs the oracle accepts",
+        "fuzz: seed {seed}, {execs} inputs in {took:.1} s ({:.0}/s), {} findings; the server refused {} inputs the oracle accepts",
+        execs as f64 / took,
         findings.len(),
         stricter.into_inner()
     );
@@ -305,46 +368,145 @@ fn fuzzed_requests_never_break_the_server_or_slip_past_it() {
             String::from_utf8_lossy(input)
         );
     }
+    assert_eq!(execs, inputs, "not every input was sent");
+    let problems = server_health(&mut server, &workers);
     assert!(
-        server.wait_exit(Duration::ZERO).is_none(),
-        "the master died:\n{}",
+        problems.is_empty(),
+        "seed {seed}, {inputs} inputs: {problems:#?}\n{}",
         server.log()
     );
-    assert!(!server.log().contains(" died: "), "a worker died:\n{}", server.log());
     assert!(
-        matches!(try_get(server.addr, "/", Duration::from_secs(5)), Ok((200, _))),
-        "no answer after fuzzing"
+        findings.is_empty(),
+        "seed {seed}, {inputs} inputs: {} findings (see above; HOST_FUZZ_REPLAY=FILE:… replays them)",
+        findings.len()
     );
-    assert!(findings.is_empty(), "{} findings (see above)", findings.len());
     server.stop();
 }
 
-/// Replays the input files named in `HOST_FUZZ_REPLAY` (colon-separated),
-/// printing what the oracle expects and what the server answered; does
-/// nothing without it.
+/// A vector of the corpus and the verdict `INDEX.tsv` gives it.
+struct Vector {
+    file: String,
+    /// `accept` or `reject`.
+    expected: String,
+    bytes: Vec<u8>,
+}
+
+fn corpus() -> Vec<Vector> {
+    let dir = corpus_dir();
+    let index = std::fs::read_to_string(dir.join("INDEX.tsv")).expect("read INDEX.tsv");
+    index
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            Vector {
+                file: fields[0].to_owned(),
+                expected: fields.get(2).copied().unwrap_or_default().to_owned(),
+                bytes: std::fs::read(dir.join(fields[0])).unwrap_or_else(|e| panic!("{}: {e}", fields[0])),
+            }
+        })
+        .collect()
+}
+
+/// Whether `answers` are what `INDEX.tsv`'s verdict asks of the server:
+/// for `reject`, nothing reached the app and the server answered 4xx/5xx
+/// or closed; for `accept`, an answer, by the app or a well-formed one by
+/// the server (as `strict_http.rs` counts serving).
+fn as_marked(expected: &str, answers: &[Answer]) -> bool {
+    let app = |a: &Answer| a.report.is_some() || a.head_only_app;
+    match expected {
+        "reject" => answers.iter().all(|a| !app(a) && a.status >= 400),
+        "accept" => {
+            !answers.is_empty()
+                && answers
+                    .iter()
+                    .all(|a| app(a) || a.status < 400 || matches!(a.status, 405 | 501))
+        }
+        other => panic!("INDEX.tsv: unknown verdict {other:?}"),
+    }
+}
+
+/// Replays what the fuzzer found, kept in the corpus as regressions once
+/// fixed (vectors `0900-…`, see its README), then every unmutated seed the
+/// fuzzer starts from, one connection each, and the files named in
+/// `HOST_FUZZ_REPLAY` (colon-separated; their details are printed). Each
+/// must get well-formed answers (or a close) within 10 s that the oracle
+/// agrees with, a finding must also be answered as `INDEX.tsv` marks it,
+/// and after each the server must still answer `GET /`; at the end no
+/// worker may have died.
 #[test]
 fn replay_findings() {
-    let Ok(files) = std::env::var("HOST_FUZZ_REPLAY") else {
-        return;
-    };
-    let server = Server::builder()
-        .arg(echo())
-        .args([
-            "--no-static",
-            "--workers",
-            "1",
-            "--header-timeout",
-            "2s",
-            "--body-timeout",
-            "2s",
-        ])
-        .args(["--max-body-size", "1MiB"])
-        .start();
-    for file in files.split(':') {
-        let input = std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}"));
-        println!("{file}: oracle accepts {:#?}", oracle::accepted(&input));
-        let answers = exchange(server.addr, &input).and_then(|bytes| parse_answers(&bytes));
-        println!("  answers: {answers:#?}");
-        println!("  verdict: {:?}", answers.and_then(|a| judge(&input, &a)));
+    let corpus = corpus();
+    let findings: Vec<&Vector> = corpus
+        .iter()
+        .filter(|v| {
+            v.file
+                .get(..4)
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 900)
+        })
+        .collect();
+    let named: Vec<(String, Vec<u8>)> = std::env::var("HOST_FUZZ_REPLAY")
+        .map(|files| {
+            files
+                .split(':')
+                .filter(|file| !file.is_empty())
+                .map(|file| {
+                    (
+                        file.to_owned(),
+                        std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}")),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (stored, extra) = (findings.len(), named.len());
+    // (what, bytes, the INDEX verdict to check, print the details)
+    let mut cases: Vec<(String, Vec<u8>, Option<&str>, bool)> = Vec::new();
+    cases.extend(
+        findings
+            .iter()
+            .map(|v| (v.file.clone(), v.bytes.clone(), Some(v.expected.as_str()), true)),
+    );
+    cases.extend(
+        seeds()
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| (format!("seed {i}"), bytes, None, false)),
+    );
+    cases.extend(named.into_iter().map(|(file, bytes)| (file, bytes, None, true)));
+
+    let mut server = fuzz_target("info");
+    let workers = worker_pids(server.pid());
+    assert_eq!(workers.len(), 1, "one worker: {workers:?}");
+    let mut problems = Vec::new();
+    for (what, input, expected, verbose) in &cases {
+        let answers = exchange(server.addr, input).and_then(|bytes| parse_answers(&bytes));
+        let verdict = answers.as_ref().map_err(String::clone).and_then(|a| judge(input, a));
+        if *verbose {
+            println!("{what}: oracle accepts {:#?}", oracle::accepted(input));
+            println!("  answers: {answers:#?}");
+            println!("  verdict: {verdict:?}");
+        }
+        if let Err(problem) = &verdict {
+            problems.push(format!("{what}: {problem}"));
+        }
+        if let (Some(expected), Ok(answers)) = (expected, &answers) {
+            if !as_marked(expected, answers) {
+                problems.push(format!("{what}: INDEX.tsv says {expected}, answered {answers:?}"));
+            }
+        }
+        let after = try_get(server.addr, "/", Duration::from_secs(5));
+        if !matches!(after, Ok((200, _))) {
+            problems.push(format!("{what}: GET / afterwards: {after:?}"));
+        }
     }
+    problems.extend(server_health(&mut server, &workers));
+    println!(
+        "replayed {stored} stored findings, {} seeds and {extra} named files: {} problems",
+        cases.len() - stored - extra,
+        problems.len()
+    );
+    assert!(problems.is_empty(), "{problems:#?}\n{}", server.log());
+    server.stop();
 }

@@ -9,12 +9,13 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::fleet::{echo, one_at_a_time, try_get, Answer};
-use common::server::{Conn, Server};
+use common::fleet::{echo, one_at_a_time, poll, try_get, Answer};
+use common::read_by_server;
+use common::server::{request_bytes, Conn, Server};
 
 /// A one-worker host serving echo at `/`, with `extra` flags.
 fn echo_server(extra: &[&str]) -> Server {
@@ -120,15 +121,21 @@ fn a_slowly_streamed_body_is_off_the_app_clock() {
     let mut conn = server.connect();
     conn.send(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10240\r\n\r\n");
     let started = Instant::now();
-    for _ in 0..10 {
+    for i in 0..10 {
+        if i > 0 {
+            // The test is about time passing: 1 KiB every 200 ms.
+            thread::sleep(Duration::from_millis(200));
+        }
         conn.send(&[b'x'; 1024]);
-        thread::sleep(Duration::from_millis(200));
     }
+    let body_took = started.elapsed();
     let response = conn.read_response();
+    let answer_took = started.elapsed() - body_took;
     println!(
-        "10 KiB over {:?} with --timeout 1s: {}",
-        started.elapsed(),
-        response.status
+        "10 KiB over {:.0} ms with --timeout 1s: {} {:.0} ms after the last byte",
+        body_took.as_secs_f64() * 1e3,
+        response.status,
+        answer_took.as_secs_f64() * 1e3
     );
     assert_eq!(response.status, 200, "{}", response.text());
     assert!(
@@ -136,31 +143,69 @@ fn a_slowly_streamed_body_is_off_the_app_clock() {
         "{}",
         response.text()
     );
+    // The body took longer than --timeout (or the test proves nothing),
+    // and its answer came soon after its last byte (generous: a shared
+    // two-core machine).
+    assert!(body_took > Duration::from_secs(1), "the body took only {body_took:?}");
+    assert!(
+        answer_took < Duration::from_secs(5),
+        "answered {answer_took:?} after the body's last byte"
+    );
     assert!(!server.log().contains("--timeout"), "{}", server.log());
+}
+
+/// A connection that has sent `GET target`, once the server has read it.
+fn sent_and_read(addr: SocketAddr, target: &str) -> Conn {
+    let mut conn = Conn::open(addr);
+    conn.send(&request_bytes("GET", target, &[("Connection", "close")], b""));
+    let client = conn.stream().local_addr().expect("local address");
+    let read = poll(Duration::from_secs(10), Duration::from_millis(5), || {
+        read_by_server(addr, client).then_some(())
+    });
+    assert!(read.is_some(), "the server did not read GET {target} within 10 s");
+    conn
 }
 
 #[test]
 fn a_full_pool_answers_503_after_a_bounded_wait() {
     let server = echo_server(&["--threads", "1", "--max-queued", "1", "--queue-timeout", "1s"]);
     let addr = server.addr;
-    let busy = thread::spawn(move || try_get(addr, "/sleep/3000", Duration::from_secs(10)));
-    thread::sleep(Duration::from_millis(300));
+    // The only app thread is taken once the worker has read this request
+    // (it goes to the thread at once)…
+    let mut busy = sent_and_read(addr, "/sleep/3000");
+    let busy = thread::spawn(move || busy.read_response());
+    // …and the queue's one place once it has read this one.
+    let queued_at = Instant::now();
+    let mut queued = sent_and_read(addr, "/sleep/10");
     let queued = thread::spawn(move || {
-        let started = Instant::now();
-        (try_get(addr, "/sleep/10", Duration::from_secs(10)), started.elapsed())
+        let response = queued.read_response();
+        (response, queued_at.elapsed())
     });
-    thread::sleep(Duration::from_millis(300));
     // The queue holds one: the next is refused at once.
+    let refused_at = Instant::now();
     let refused = try_get(addr, "/sleep/10", Duration::from_secs(10));
-    let (waited, took) = queued.join().expect("client");
-    println!("queue full: {refused:?}; queued: {waited:?} after {took:?}");
+    let refused_took = refused_at.elapsed();
+    let (waited, waited_took) = queued.join().expect("the queued client");
+    let waited: Answer = Ok((waited.status, waited.text()));
+    println!("queue full: {refused:?} after {refused_took:?}; queued: {waited:?} after {waited_took:?}");
     for answer in [&refused, &waited] {
         assert!(
             matches!(answer, Ok((503, body)) if body.contains("--threads")),
             "{answer:?}"
         );
     }
-    assert!(matches!(busy.join().expect("client"), Ok((200, _))));
+    // The queued request waited its --queue-timeout, not for the busy
+    // thread (3 s); the refused one did not wait. Generous bounds.
+    assert!(
+        waited_took >= Duration::from_millis(950) && waited_took < Duration::from_secs(5),
+        "the queued request was answered after {waited_took:?} (--queue-timeout 1s)"
+    );
+    assert!(
+        refused_took < Duration::from_secs(5),
+        "the refused request was answered after {refused_took:?}"
+    );
+    let busy = busy.join().expect("the busy client");
+    assert_eq!((busy.status, busy.text()), (200, "slept 3000".to_owned()));
     assert_eq!(access_lines(&server, "\" 503 ", 2), 2, "{}", server.log());
 }
 

@@ -15,6 +15,7 @@
 
 mod common;
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
 use std::thread::{self, JoinHandle};
@@ -23,6 +24,40 @@ use std::time::{Duration, Instant};
 use common::fleet::*;
 use common::server::TempDir;
 use common::{app_spec, fixture_lib, plugin_lib, swap_lib};
+
+/// A free port on 127.0.0.1 for `--admin-bind` (bound and released).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The sum of metric `name`'s samples on the admin listener's `/metrics`
+/// (0 if it has none or does not answer). The workers report every second.
+fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let Ok((200, text)) = try_get(admin, "/metrics", REQUEST_TIMEOUT) else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Polls `/metrics` until metric `name` is at least `at_least` (≤ 10 s).
+fn wait_for_metric(server: &common::server::Server, admin: SocketAddr, name: &str, at_least: f64) {
+    let seen = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        (metric(admin, name) >= at_least).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "{name} did not reach {at_least} within 10 s: {}\n{}",
+        metric(admin, name),
+        server.log()
+    );
+}
 
 // ------------------------------------------------------------------ tests
 
@@ -250,7 +285,10 @@ fn swap_v1_to_v2_drops_nothing() {
 
     const CLIENTS: usize = 4;
     let load = Load::start(server.addr, "/", CLIENTS, Duration::ZERO);
-    thread::sleep(Duration::from_millis(200));
+    let running = poll(Duration::from_secs(10), Duration::from_millis(5), || {
+        (load.with(|records| records.iter().filter(|r| r.ok()).count()) >= 20).then_some(())
+    });
+    assert!(running.is_some(), "the load did not get going\n{}", server.log());
     let mut latencies = Vec::new();
     const SWAPS: usize = 10;
     for (round, (version, file)) in (0..SWAPS)
@@ -364,6 +402,8 @@ fn rapid_swaps_drop_no_request_on_kept_alive_connections() {
     const SWAPS: usize = 40;
     for _ in 0..SWAPS {
         server.signal("HUP");
+        // The measure is a rate: SIGHUPs 250 ms apart, whatever state the
+        // swaps are in (time passing is the point).
         thread::sleep(Duration::from_millis(250));
     }
     // The last swaps finish under load too.
@@ -372,7 +412,12 @@ fn rapid_swaps_drop_no_request_on_kept_alive_connections() {
         (!log.contains("already starting") || log.matches(" serving, ").count() >= 2).then_some(())
     });
     assert!(promoted.is_some(), "{}", server.log());
-    thread::sleep(Duration::from_secs(2));
+    // And the load goes on after them: 100 more requests answered.
+    let settled = Instant::now();
+    let after = poll(Duration::from_secs(20), Duration::from_millis(20), || {
+        (load.with(|records| records.iter().filter(|r| r.started >= settled).count()) >= 100).then_some(())
+    });
+    assert!(after.is_some(), "the load stopped after the swaps\n{}", server.log());
     let records = load.finish();
     let failed = records.iter().filter(|r| !r.ok()).count();
     let log = server.log();
@@ -522,30 +567,32 @@ fn reload_notices_a_rebuilt_file() {
 #[test]
 fn graceful_stop_finishes_in_flight_requests() {
     let _serial = one_at_a_time();
-    let mut server = start(&echo(), &[]);
+    let admin = free_addr();
+    let mut server = start(&echo(), &["--admin-bind", &admin.to_string()]);
     let master = server.pid();
     let workers = worker_pids(master);
     assert_eq!(workers.len(), 2, "two workers: {workers:?}");
     let addr = server.addr;
     let request = thread::spawn(move || {
         let started = Instant::now();
-        (try_get(addr, "/sleep/1000", Duration::from_secs(10)), started.elapsed())
+        (try_get(addr, "/sleep/2000", Duration::from_secs(10)), started.elapsed())
     });
-    // Let the request reach the app before the stop.
-    thread::sleep(Duration::from_millis(300));
+    // The stop comes once the request is in a worker (its reports, every
+    // second, count it; it sleeps 2 s in the app).
+    wait_for_metric(&server, admin, "host_requests_in_flight", 1.0);
     let term = Instant::now();
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(15));
     let exit_took = term.elapsed();
     let (answer, request_took) = request.join().expect("the client thread");
     println!(
-        "SIGTERM with /sleep/1000 in flight: {answer:?} after {:.0} ms; master exited {status:?} {:.0} ms after \
+        "SIGTERM with /sleep/2000 in flight: {answer:?} after {:.0} ms; master exited {status:?} {:.0} ms after \
          SIGTERM",
         request_took.as_secs_f64() * 1e3,
         exit_took.as_secs_f64() * 1e3
     );
     assert!(
-        says(&answer, "slept 1000"),
+        says(&answer, "slept 2000"),
         "the in-flight request: {answer:?}\n{}",
         server.log()
     );
@@ -597,7 +644,30 @@ fn crashing_routes_are_quarantined_and_never_empty_the_server() {
             if let Ok((503, body)) = &answer {
                 assert!(body.contains("--quarantine-after"), "{path}: {body}");
             }
-            thread::sleep(Duration::from_millis(100));
+            // Before the next request, the master has counted this crash
+            // (its log line), its replacement serves, and at the third the
+            // quarantine has begun.
+            let crashes = statuses.iter().filter(|s| **s == 0).count();
+            if answer.is_err() {
+                let died = format!(" in GET {path}");
+                let dead = poll(Duration::from_secs(10), Duration::from_millis(10), || {
+                    let log = server.log();
+                    let deaths: Vec<String> = lines_with(&log, "died: ")
+                        .into_iter()
+                        .filter(|line| line.contains(&died))
+                        .collect();
+                    let line = deaths.get(crashes - 1)?;
+                    Some(line.split("worker pid ").nth(1)?.split(' ').next()?.to_owned())
+                })
+                .unwrap_or_else(|| panic!("{path}: crash {crashes} not logged\n{}", server.log()));
+                wait_for_count(&server, &format!("replaced pid {dead}:"), 1, Duration::from_secs(10));
+                if crashes == 3 {
+                    let began = format!("quarantine: requests to {path} crashed workers 3 times");
+                    wait_for_count(&server, &began, 1, Duration::from_secs(10));
+                    // The replacement applies the quarantine before it
+                    // accepts (it reads the master's list up to `Synced`).
+                }
+            }
         }
         let crashed = statuses.iter().filter(|s| **s == 0).count();
         let refused = statuses.iter().filter(|s| **s == 503).count();
@@ -661,6 +731,9 @@ fn a_crash_that_varies_its_path_quarantines_its_whole_mount() {
         if let Ok((503, body)) = &answer {
             assert!(body.contains("--quarantine-after"), "/f/{n}: {body}");
         }
+        // The issue's probe, kept as it was: a client that walks the paths
+        // 1.5 s apart, well inside the 60 s --quarantine-window (time
+        // passing is the point).
         thread::sleep(Duration::from_millis(1500));
     }
     let records = load.finish();
@@ -736,7 +809,11 @@ fn abandoned_generation_finishes_requests_it_accepted() {
     let lib = dir.join("libswap.so");
     install(&v1, &lib);
     let echo_mount = format!("/echo={}", echo());
-    let mut server = start(&app_spec(&lib, "application"), &["--mount", &echo_mount]);
+    let admin = free_addr();
+    let mut server = start(
+        &app_spec(&lib, "application"),
+        &["--mount", &echo_mount, "--admin-bind", &admin.to_string()],
+    );
     let master = server.pid();
     let old = worker_pids(master);
     assert_eq!(old.len(), 2, "two workers: {old:?}");
@@ -796,9 +873,11 @@ fn abandoned_generation_finishes_requests_it_accepted() {
     let thawed = SignalOnDrop("CONT", serving.clone());
     let addr = server.addr;
     let requests: Vec<JoinHandle<Answer>> = (0..4)
-        .map(|_| thread::spawn(move || try_get(addr, "/echo/sleep/1500?pid", Duration::from_secs(10))))
+        .map(|_| thread::spawn(move || try_get(addr, "/echo/sleep/2500?pid", Duration::from_secs(10))))
         .collect();
-    thread::sleep(Duration::from_millis(500));
+    // All four in the app (the only worker that can take them reports them
+    // in flight, every second; they sleep 2.5 s) before the thaw.
+    wait_for_metric(&server, admin, "host_requests_in_flight", 4.0);
     drop(thawed);
     // The frozen new worker "dies at start": the generation is abandoned.
     drop(frozen_guard);
@@ -809,7 +888,7 @@ fn abandoned_generation_finishes_requests_it_accepted() {
         .map(|r| r.join().expect("a client thread"))
         .collect();
     // Every request was accepted, and answered, by the ready new worker.
-    let by_ready_new = format!("slept 1500 in pid {}", ready_new[0]);
+    let by_ready_new = format!("slept 2500 in pid {}", ready_new[0]);
     let dropped = answers.iter().filter(|a| !says(a, &by_ready_new)).count();
     println!(
         "pending generation ({new_version}) abandoned while its ready worker {ready_new:?} had 4 requests in \
@@ -841,9 +920,10 @@ fn abandoned_generation_finishes_requests_it_accepted() {
 #[test]
 fn a_connection_accepted_before_a_swap_gets_its_first_request_answered() {
     let _serial = one_at_a_time();
+    let admin = free_addr();
     let mut server = common::server::Server::builder()
         .arg(echo())
-        .args(["--no-static", "--workers", "1"])
+        .args(["--no-static", "--workers", "1", "--admin-bind", &admin.to_string()])
         .start();
     let master = server.pid();
     let before = worker_pids(master);
@@ -851,7 +931,7 @@ fn a_connection_accepted_before_a_swap_gets_its_first_request_answered() {
     // Accepted by the only worker, which is then retired by a swap while
     // the client has sent nothing (a slow TLS handshake looks the same).
     let mut conn = server.connect();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for_metric(&server, admin, "host_connections", 1.0);
     server.signal("HUP");
     let swapped = poll(Duration::from_secs(10), Duration::from_millis(20), || {
         worker_pids(master)
@@ -861,7 +941,7 @@ fn a_connection_accepted_before_a_swap_gets_its_first_request_answered() {
     });
     assert!(swapped.is_some(), "no new worker:\n{}", server.log());
     // Past the 1 s idle grace of kept-alive connections, well inside the
-    // 10 s header timeout.
+    // 10 s header timeout (time passing is the point).
     std::thread::sleep(Duration::from_millis(2500));
     conn.send(&common::server::request_bytes("GET", "/hello", &[], b""));
     let response = conn.read_response();

@@ -412,6 +412,7 @@ impl Arbiter {
                 },
             ));
         }
+        actions.push(Action::Tell(worker, MasterMessage::Synced));
     }
 
     fn spawn_failed(&mut self, worker: WorkerId, error: &str, now: Instant, actions: &mut Vec<Action>) {

@@ -268,6 +268,7 @@ impl Master {
                 match &message {
                     MasterMessage::Quarantine { scope, .. } => self.admin.quarantine_began(scope.path.is_none()),
                     MasterMessage::Release { .. } => self.admin.quarantine_ended(),
+                    MasterMessage::Synced => {}
                 }
                 for process in self.processes.values() {
                     tell(process, &message);

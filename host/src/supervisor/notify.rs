@@ -42,6 +42,9 @@ pub enum MasterMessage {
         /// What was quarantined.
         scope: Scope,
     },
+    /// Everything in force when the worker was started has been sent: the
+    /// worker takes no request before it has read this far.
+    Synced,
 }
 
 /// The wire form of a message: one line of JSON.

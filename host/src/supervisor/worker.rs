@@ -78,7 +78,9 @@ pub fn run(config: &Path) -> Result<u8, Failure> {
                 });
             }
         });
-        if let Some(reader) = link.reader() {
+        if let Some(mut reader) = link.reader() {
+            // The quarantines in force apply before the first request.
+            sync_with_master(&mut reader, &handler.quarantined);
             tokio::spawn(follow_master(reader, handler.quarantined.clone()));
         }
         if options.max_worker_memory.0 > 0 {
@@ -112,6 +114,39 @@ async fn report_metrics(link: Arc<MasterLink>, handler: Arc<Handler>) {
     }
 }
 
+/// Reads the master's messages up to `Synced` (the quarantines in force at
+/// this worker's start), a byte at a time so that nothing after it is read
+/// ahead; gives up after [`SYNC_TIMEOUT`], saying so.
+fn sync_with_master(reader: &mut std::os::unix::net::UnixStream, quarantined: &QuarantineList) {
+    use std::io::Read;
+    if let Err(e) = reader.set_read_timeout(Some(SYNC_TIMEOUT)) {
+        log::warn!("cannot wait for the master's quarantines: {e}");
+        return;
+    }
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        match reader.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => {
+                let text = String::from_utf8_lossy(&line).into_owned();
+                line.clear();
+                if apply(&text, quarantined) {
+                    break;
+                }
+            }
+            Ok(1) => line.push(byte[0]),
+            Ok(_) | Err(_) => {
+                log::warn!("the master sent no quarantine list at start; serving without it");
+                break;
+            }
+        }
+    }
+    let _ = reader.set_read_timeout(None);
+}
+
+/// How long a starting worker waits for the quarantines in force.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Applies the master's messages (quarantines) until it goes away.
 async fn follow_master(reader: std::os::unix::net::UnixStream, quarantined: Arc<QuarantineList>) {
     let reader = match reader
@@ -126,12 +161,19 @@ async fn follow_master(reader: std::os::unix::net::UnixStream, quarantined: Arc<
     };
     let mut lines = tokio::io::BufReader::new(reader).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        match notify::parse::<MasterMessage>(&line) {
-            Some(MasterMessage::Quarantine { scope, for_ms }) => {
-                quarantined.add(scope, Instant::now() + Duration::from_millis(for_ms));
-            }
-            Some(MasterMessage::Release { scope }) => quarantined.remove(&scope),
-            None => log::warn!("unreadable message from the master: {line:?}"),
-        }
+        apply(&line, &quarantined);
     }
+}
+
+/// Applies one message line from the master; true for `Synced`.
+fn apply(line: &str, quarantined: &QuarantineList) -> bool {
+    match notify::parse::<MasterMessage>(line) {
+        Some(MasterMessage::Quarantine { scope, for_ms }) => {
+            quarantined.add(scope, Instant::now() + Duration::from_millis(for_ms));
+        }
+        Some(MasterMessage::Release { scope }) => quarantined.remove(&scope),
+        Some(MasterMessage::Synced) => return true,
+        None => log::warn!("unreadable message from the master: {line:?}"),
+    }
+    false
 }

@@ -403,3 +403,39 @@ pub fn swap_lib(version: &str) -> PathBuf {
     built.push(version.to_owned());
     copy
 }
+
+/// The master's log lines about a worker that died (a crash, a signal, or
+/// one that died starting), as `supervisor::arbiter` words them.
+pub fn worker_deaths(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains("worker") && (line.contains(" died: ") || line.contains(" died before ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether the server has accepted the connection from `client` and read
+/// everything sent on it, as /proc/net/tcp shows: the client's bytes are
+/// all acknowledged, and the server's socket for it has a file (accepted)
+/// and nothing left to read. IPv4 only.
+pub fn read_by_server(server: std::net::SocketAddr, client: std::net::SocketAddr) -> bool {
+    let hex = |addr: std::net::SocketAddr| match addr {
+        std::net::SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.ip().octets()), v4.port()),
+        std::net::SocketAddr::V6(_) => panic!("IPv4 only: {addr}"),
+    };
+    let (server, client) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    // sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode
+    let entry = |local: &str, remote: &str| {
+        table.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 9 && fields[1] == local && fields[2] == remote).then(|| {
+                let (tx, rx) = fields[4].split_once(':').unwrap_or_default();
+                let queue = |hex: &str| u64::from_str_radix(hex, 16).unwrap_or(u64::MAX);
+                (queue(tx), queue(rx), fields[9] != "0")
+            })
+        })
+    };
+    let sent = entry(&client, &server).is_some_and(|(unacked, _, _)| unacked == 0);
+    let read = entry(&server, &client).is_some_and(|(_, unread, accepted)| unread == 0 && accepted);
+    sent && read
+}

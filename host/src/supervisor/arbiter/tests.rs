@@ -280,14 +280,16 @@ fn a_route_that_crashes_workers_three_times_is_quarantined_then_released() {
         }
         h.now += Duration::from_secs(1);
     }
-    // A worker started during the quarantine is told about it.
+    // A worker started during the quarantine is told about it, then that
+    // the list is complete (it takes no request before that).
     let actions = h.send(Event::Exited(alive[1], crash(libc::SIGKILL)));
-    assert!(
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::Tell(_, MasterMessage::Quarantine { scope, .. }) if scope.path.as_deref() == Some("/segv"))),
-        "{actions:?}"
-    );
+    let told = actions
+        .iter()
+        .position(|a| matches!(a, Action::Tell(_, MasterMessage::Quarantine { scope, .. }) if scope.path.as_deref() == Some("/segv")));
+    let synced = actions
+        .iter()
+        .position(|a| matches!(a, Action::Tell(_, MasterMessage::Synced)));
+    assert!(matches!((told, synced), (Some(t), Some(s)) if t < s), "{actions:?}");
     let release = h.advance(Duration::from_secs(29));
     assert!(
         release.iter().any(
