@@ -137,7 +137,7 @@ async fn route(handler: &Handler, ctx: RequestContext, body: Incoming) -> Respon
         Err(refusal) => return answered(state, &ctx, responses::refusal(&refusal)),
     };
     let method = ctx.method();
-    let response = match handler.router.route(method, &path) {
+    let response = match handler.router.route(method, &path, ctx.started) {
         Route::File(file) => static_site::serve_file(method, &ctx.head.headers, &file, ctx.sendfile()),
         Route::AddSlash => {
             // One leading slash: "//name/" would send the browser to another host.
@@ -155,7 +155,7 @@ async fn route(handler: &Handler, ctx: RequestContext, body: Incoming) -> Respon
             ),
         ),
         Route::NotFound => match handler.router.site() {
-            Some(site) => site.not_found(method, ctx.sendfile()),
+            Some(site) => site.not_found(method, ctx.sendfile(), ctx.started),
             None => responses::error(StatusCode::NOT_FOUND, "no app or file here"),
         },
         Route::App { mount, path_info } => match handler.quarantined.remaining(&mount.prefix, path_info, ctx.started) {

@@ -6,6 +6,7 @@
 //! the same way); else the 404 page.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper::Method;
 
@@ -51,11 +52,12 @@ impl Router {
         self.site.as_ref()
     }
 
-    /// Routes a request by method and percent-decoded path.
-    pub fn route<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Route<'r, 'p> {
+    /// Routes a request by method and percent-decoded path; `now` is the
+    /// request's reading of the clock (the static cache's freshness).
+    pub fn route<'r, 'p>(&'r self, method: &Method, path: &'p str, now: Instant) -> Route<'r, 'p> {
         let readable = method == Method::GET || method == Method::HEAD;
         if let (Some(site), true) = (&self.site, readable) {
-            match site.lookup(path) {
+            match site.lookup(path, now) {
                 Lookup::File(file) => return Route::File(file),
                 Lookup::AddSlash => return Route::AddSlash,
                 Lookup::Missing => {}
@@ -64,7 +66,7 @@ impl Router {
         if let Some((mount, path_info)) = choose(&self.mounts, |m| &m.prefix, path) {
             return Route::App { mount, path_info };
         }
-        let on_site = |site: &StaticSite| !matches!(site.lookup(path), Lookup::Missing);
+        let on_site = |site: &StaticSite| !matches!(site.lookup(path, now), Lookup::Missing);
         if !readable && self.site.as_ref().is_some_and(on_site) {
             return Route::StaticOnly;
         }

@@ -76,9 +76,9 @@ impl StaticSite {
     }
 
     /// Resolves a percent-decoded request path, from the cache when it was
-    /// checked less than a second ago.
-    pub fn lookup(&self, path: &str) -> Lookup {
-        let now = Instant::now();
+    /// checked less than a second before `now` (the request's own reading
+    /// of the clock).
+    pub fn lookup(&self, path: &str, now: Instant) -> Lookup {
         self.follow_root(now);
         self.cache
             .get_or_resolve(path, now, |previous| self.resolve(path, previous))
@@ -176,8 +176,9 @@ impl StaticSite {
     }
 
     /// The site's `404.html` with status 404 (a plain text one if absent).
-    pub fn not_found(&self, method: &Method, sendfile: bool) -> Response<Body> {
-        let Lookup::File(page) = self.lookup("/404.html") else {
+    /// `now` is the request's reading of the clock.
+    pub fn not_found(&self, method: &Method, sendfile: bool, now: Instant) -> Response<Body> {
+        let Lookup::File(page) = self.lookup("/404.html", now) else {
             return responses::error(StatusCode::NOT_FOUND, "no such page");
         };
         let mut response = serve_file(method, &HeaderMap::new(), &page, sendfile);
@@ -247,9 +248,9 @@ mod tests {
         std::fs::write(root.join("sub/index.html"), "x").unwrap();
         std::fs::write(root.join("a.txt"), "x").unwrap();
         let site = StaticSite::new(&root).unwrap();
-        assert!(matches!(site.lookup("/a.txt"), Lookup::File(..)));
-        assert!(matches!(site.lookup("/sub"), Lookup::AddSlash));
-        assert!(matches!(site.lookup("/sub/"), Lookup::File(..)));
+        assert!(matches!(site.lookup("/a.txt", Instant::now()), Lookup::File(..)));
+        assert!(matches!(site.lookup("/sub", Instant::now()), Lookup::AddSlash));
+        assert!(matches!(site.lookup("/sub/", Instant::now()), Lookup::File(..)));
         for bad in [
             "/../etc/passwd",
             "/sub/../../x",
@@ -258,7 +259,7 @@ mod tests {
             "/nope",
             "/a.txt/",
         ] {
-            assert!(matches!(site.lookup(bad), Lookup::Missing), "{bad}");
+            assert!(matches!(site.lookup(bad, Instant::now()), Lookup::Missing), "{bad}");
         }
         std::fs::remove_dir_all(root).unwrap();
     }
@@ -340,7 +341,7 @@ mod tests {
             thread_local!(static TREE: Tree = Tree::new());
             let path = format!("/{}{}", segments.join("/"), if slash { "/" } else { "" });
             TREE.with(|tree| {
-                let got = match tree.site.lookup(&path) {
+                let got = match tree.site.lookup(&path, Instant::now()) {
                     Lookup::File(file) => {
                         proptest::prop_assert!(file.path.starts_with(tree.site.root()), "{path} left the root");
                         file.path.strip_prefix(tree.site.root()).unwrap().to_string_lossy().into_owned()

@@ -161,7 +161,7 @@ fn is_reg_name(text: &str) -> bool {
                 }
                 at += 3;
             }
-            b if is_unreserved(b) || is_sub_delim(b) => at += 1,
+            b if REG_NAME[usize::from(b)] => at += 1,
             _ => return false,
         }
     }
@@ -179,17 +179,37 @@ fn is_ipv_future(text: &str) -> bool {
     !version.is_empty()
         && version.bytes().all(|b| b.is_ascii_hexdigit())
         && !address.is_empty()
-        && address
-            .bytes()
-            .all(|b| is_unreserved(b) || is_sub_delim(b) || b == b':')
+        && address.bytes().all(|b| IPV_FUTURE[usize::from(b)])
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
-}
+/// RFC 3986 `unreserved / sub-delims`: the bytes a reg-name holds as they are.
+const REG_NAME: [bool; 256] = uri_bytes(b"");
+/// Those and `:`: the bytes of an `IPvFuture` address.
+const IPV_FUTURE: [bool; 256] = uri_bytes(b":");
+/// Those and `: @ / ?`: the bytes a path and query hold as they are.
+const TARGET: [bool; 256] = uri_bytes(b":@/?");
 
-fn is_sub_delim(b: u8) -> bool {
-    b"!$&'()*+,;=".contains(&b)
+/// A table of the bytes that are `unreserved`, `sub-delims` or in `extra`
+/// (one lookup per byte on the request path).
+const fn uri_bytes(extra: &[u8]) -> [bool; 256] {
+    const fn holds(set: &[u8], byte: u8) -> bool {
+        let mut at = 0;
+        while at < set.len() {
+            if set[at] == byte {
+                return true;
+            }
+            at += 1;
+        }
+        false
+    }
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || holds(b"-._~!$&'()*+,;=", b) || holds(extra, b);
+        byte += 1;
+    }
+    table
 }
 
 fn check_target(request: &Parts) -> Result<(), Refusal> {
@@ -248,7 +268,7 @@ fn check_target(request: &Parts) -> Result<(), Refusal> {
                     "the request target has a % not followed by two hex digits",
                 ))
             }
-            b if is_unreserved(b) || is_sub_delim(b) || b":@/?".contains(&b) => at += 1,
+            b if TARGET[usize::from(b)] => at += 1,
             b => {
                 return Err(refusal(
                     400,

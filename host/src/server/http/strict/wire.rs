@@ -559,10 +559,6 @@ enum Scan {
 /// Scans `head` (the bytes of one head, from its request line) from
 /// `from` on, in one pass over its line ends.
 fn scan_head(head: &[u8], from: usize) -> Scan {
-    let starts = |line: &[u8], name: &[u8]| {
-        line.get(..name.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(name))
-    };
     let mut needs_parsing = false;
     for at in memchr::memchr_iter(b'\n', &head[from..]).map(|at| from + at) {
         if at == 0 || head[at - 1] != b'\r' {
@@ -572,17 +568,28 @@ fn scan_head(head: &[u8], from: usize) -> Scan {
             let request_line = &head[..memchr::memchr(b'\n', head).unwrap_or(at)];
             needs_parsing |= memchr::memchr(b'#', request_line).is_some();
             // Lines before `from` were seen when they came.
-            needs_parsing |= from > 0
-                && memchr::memchr_iter(b'\n', &head[..from]).any(|at| {
-                    let line = &head[at + 1..];
-                    starts(line, b"content-length") || starts(line, b"transfer-encoding")
-                });
+            needs_parsing |=
+                from > 0 && memchr::memchr_iter(b'\n', &head[..from]).any(|at| frames_body(&head[at + 1..]));
             return Scan::Complete(at + 1, needs_parsing);
         }
-        let line = &head[at + 1..];
-        needs_parsing |= starts(line, b"content-length") || starts(line, b"transfer-encoding");
+        needs_parsing |= frames_body(&head[at + 1..]);
     }
     Scan::Partial
+}
+
+/// Whether the header line at the start of `line` is Content-Length or
+/// Transfer-Encoding (the fields that frame a body); most lines are told
+/// apart by their first byte.
+fn frames_body(line: &[u8]) -> bool {
+    let starts = |name: &[u8]| {
+        line.get(..name.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(name))
+    };
+    match line.first() {
+        Some(b'c' | b'C') => starts(b"content-length"),
+        Some(b't' | b'T') => starts(b"transfer-encoding"),
+        _ => false,
+    }
 }
 
 fn bare_lf_violation(at: usize) -> Violation {
