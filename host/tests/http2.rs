@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::certs::{make_cert, tls_args, TestCert};
-use common::fleet::{lines_with, wait_for_count, worker_pids};
+use common::fleet::{lines_with, rss_kib, wait_for_count, worker_pids};
 use common::server::{Server, TempDir};
 use common::{app_spec, plugin_lib};
 
@@ -251,16 +251,6 @@ mod frames {
         }
         None
     }
-}
-
-/// The resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

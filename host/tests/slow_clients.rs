@@ -1,8 +1,10 @@
 //! Slow and broken clients against the real `host` with one worker: bodies
-//! trickled a byte at a time hold no app thread and never look like a stuck
-//! app; a body that stalls gets 408; a large body streamed slowly to an app
-//! that reads it stays off the `--timeout` clock; a full app-thread pool
-//! answers 503 after a bounded wait; broken chunked framing gets 400 whatever
+//! trickled a byte at a time hold no app thread, never look like a stuck
+//! app, and cost memory by what they sent, not by the reads they took; a
+//! body that stalls, or comes slower than `--body-min-rate`, gets 408; a
+//! large body streamed slowly to an app that reads it stays off the
+//! `--timeout` clock; a full app-thread pool answers 503 after a bounded
+//! wait; broken chunked framing gets 400 whatever
 //! the app answers; and every one of these is in the access log with the
 //! status the client got.
 
@@ -13,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::fleet::{echo, one_at_a_time, poll, try_get, Answer};
+use common::fleet::{echo, one_at_a_time, poll, rss_kib, try_get, worker_pids, Answer};
 use common::read_by_server;
 use common::server::{request_bytes, Conn, Server};
 
@@ -111,6 +113,79 @@ fn a_body_that_stalls_gets_408() {
     assert_eq!(response.header("connection"), Some("close"));
     let log = server.wait_for_log("\" 408 ", Duration::from_secs(2));
     assert!(log.contains("\"POST / HTTP/1.1\" 408"), "{log}");
+}
+
+#[test]
+fn a_body_sent_a_byte_per_packet_costs_memory_by_what_was_sent() {
+    let _serial = one_at_a_time();
+    // Off, so that a slow machine's pace cannot end the body early.
+    let server = echo_server(&["--body-min-rate", "0"]);
+    let workers = worker_pids(server.pid());
+    assert_eq!(workers.len(), 1);
+    let warm = try_get(server.addr, "/status/200", Duration::from_secs(5));
+    assert!(matches!(warm, Ok((200, _))), "{warm:?}");
+    let before = rss_kib(workers[0]);
+    // Each byte its own packet: every read the server makes is one byte.
+    const BODY: usize = 4_000;
+    let mut conn = server.connect();
+    conn.stream().set_nodelay(true).expect("TCP_NODELAY");
+    conn.send(format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {BODY}\r\n\r\n").as_bytes());
+    for _ in 1..BODY {
+        conn.send(b"x");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let held = rss_kib(workers[0]).saturating_sub(before);
+    conn.send(b"x");
+    let response = conn.read_response();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response.text().contains(&format!("\"body_length\": {BODY}")),
+        "{}",
+        response.text()
+    );
+    println!("{BODY} body bytes a byte per packet: the worker grew {held} KiB while it held them");
+    // The target is 64 bytes of memory per body byte (250 KiB here); the
+    // bound leaves room for the allocator's own moves. Each read used to
+    // pin a fresh read buffer: 4 KiB per byte, 16 MiB here.
+    assert!(
+        held < 2 * 1024,
+        "the worker grew {held} KiB while holding {BODY} body bytes"
+    );
+    assert_eq!(worker_pids(server.pid()), workers, "{}", server.log());
+}
+
+#[test]
+fn a_body_below_the_minimum_rate_gets_408_after_the_grace() {
+    // A byte every 200 ms is never idle for --body-timeout, so only the
+    // minimum rate can end it: after the 1 s grace, 500 bytes/s are owed.
+    let server = echo_server(&["--body-timeout", "1s", "--body-min-rate", "500"]);
+    let mut conn = server.connect();
+    conn.send(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n");
+    let mut trickle = conn.stream().try_clone().expect("clone the stream");
+    let started = Instant::now();
+    let sender = thread::spawn(move || {
+        while started.elapsed() < Duration::from_secs(30) && trickle.write_all(b"x").is_ok() {
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    conn.stream()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let response = conn.read_response();
+    let took = started.elapsed();
+    assert_eq!(response.status, 408, "{}", response.text());
+    assert!(response.text().contains("--body-min-rate"), "{}", response.text());
+    assert_eq!(response.header("connection"), Some("close"));
+    // Generous: the rate is owed from 1 s on; the trickle would last 20,000 s.
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+    drop(conn);
+    sender.join().expect("the sender ends once the server has closed");
+    assert_eq!(
+        access_lines(&server, "\"POST / HTTP/1.1\" 408", 1),
+        1,
+        "{}",
+        server.log()
+    );
 }
 
 #[test]

@@ -129,6 +129,16 @@ pub fn until_ok(addr: SocketAddr, path: &str, within: Duration) -> (usize, Durat
     }
 }
 
+/// The resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The live worker processes of `master`: its children whose command line
 /// has the `worker` subcommand (not probes), zombies excluded. Found by
 /// scanning /proc (this kernel has no /proc/PID/task/TID/children).
