@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::fleet::lines_with;
 use common::foreign::c_lib;
 use common::server::{request_bytes, Server};
-use common::{app_spec, fixture_lib, worker_deaths};
+use common::{app_spec, env_number, fixture_lib, worker_deaths};
 
 /// One worker serving the C fixture `name` (`fixtures/c/<name>.c`).
 fn serve_fixture(name: &str) -> Server {
@@ -174,13 +174,6 @@ fn a_crashing_c_app_is_contained_ten_times_over() {
         "{} deaths, {answered} answered",
         deaths.len()
     );
-}
-
-/// `name`'s value as a number, or `default` (HOST_FUZZ_INPUTS, HOST_FUZZ_SEED).
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).map_or(default, |v| {
-        v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-    })
 }
 
 #[test]

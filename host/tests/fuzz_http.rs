@@ -11,7 +11,7 @@
 //!   requests (or bodies) where a strict parser sees other ones;
 //! - the server is alive and has lost no worker at the end.
 //!
-//! Sends `HOST_FUZZ_INPUTS` inputs (default [`SUITE_INPUTS`], a few seconds)
+//! Sends `HOST_FUZZ_INPUTS` inputs (default [`SUITE_INPUTS`], about 7 s)
 //! made from `HOST_FUZZ_SEED`: a number, or `random` for the time. The
 //! suite's default is a fixed seed and a fixed count, so a red run replays
 //! the same inputs on any machine, however fast; both are printed first.
@@ -226,8 +226,8 @@ fn seeds() -> Vec<Vec<u8>> {
 /// The test suite's seed (see the module doc).
 const SUITE_SEED: u64 = 0x5EED_F022;
 
-/// How many inputs the test suite sends: a few seconds on two cores.
-const SUITE_INPUTS: u64 = 40_000;
+/// How many inputs the test suite sends: about 7 s on two cores.
+const SUITE_INPUTS: u64 = 120_000;
 
 /// Concurrent clients of the fuzz run; client `c` mutates from its own
 /// generator, seeded from the run's seed and `c`.

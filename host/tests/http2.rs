@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::certs::{make_cert, tls_args, TestCert};
 use common::fleet::{lines_with, rss_kib, wait_for_count, worker_pids};
 use common::server::{Server, TempDir};
-use common::{app_spec, plugin_lib};
+use common::{app_spec, env_number, plugin_lib};
 
 fn echo() -> String {
     app_spec(&plugin_lib("echo"), "application")
@@ -517,12 +517,7 @@ fn fuzzed_frames_never_hang_or_take_a_worker_down() {
     let workers = worker_pids(server.pid());
     // A fixed count from a fixed seed (the same cases on any machine);
     // HOST_FUZZ_INPUTS and HOST_FUZZ_SEED for other runs.
-    let env_number = |name: &str, default: u64| {
-        std::env::var(name).map_or(default, |v| {
-            v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-        })
-    };
-    let inputs = env_number("HOST_FUZZ_INPUTS", 20_000);
+    let inputs = env_number("HOST_FUZZ_INPUTS", 50_000);
     let seed = env_number("HOST_FUZZ_SEED", 0x4832_2026);
     eprintln!("HTTP/2 frame fuzzing: HOST_FUZZ_SEED={seed} HOST_FUZZ_INPUTS={inputs}");
     let mut rng = mutate::Rng::new(seed);

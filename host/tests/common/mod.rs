@@ -439,3 +439,11 @@ pub fn read_by_server(server: std::net::SocketAddr, client: std::net::SocketAddr
     let read = entry(&server, &client).is_some_and(|(_, unread, accepted)| unread == 0 && accepted);
     sent && read
 }
+
+/// `name`'s value as a number, or `default` (the fuzzers'
+/// `HOST_FUZZ_INPUTS` and `HOST_FUZZ_SEED`).
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+    })
+}
