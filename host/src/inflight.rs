@@ -414,7 +414,17 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(index) = self.0 {
+        let Some(index) = self.0 else { return };
+        // A thread ends inside a call only when an app ends the process
+        // (`exit` runs the calling thread's TLS destructors, this one
+        // among them, before the process is gone): its request stays on
+        // the board for the master to read, and no other thread may take
+        // the slot and clear it meanwhile.
+        let busy = BOARD
+            .get()
+            .and_then(|board| board.slot(index))
+            .is_some_and(|slot| slot.busy.load(Ordering::Acquire) != 0);
+        if !busy {
             FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(index);
         }
     }
@@ -734,5 +744,42 @@ mod tests {
         // SAFETY: a fresh, empty memfd that this test owns.
         let empty = unsafe { OwnedFd::from_raw_fd(libc::memfd_create(c"x".as_ptr(), 0)) };
         assert!(Board::open(empty).is_err(), "an empty memfd is no board");
+    }
+
+    #[test]
+    fn a_thread_that_ends_inside_a_call_keeps_its_request_on_the_board() {
+        let master = Board::create(64).unwrap();
+        // SAFETY: a second descriptor for the same memfd, as a worker gets.
+        let dup = unsafe { OwnedFd::from_raw_fd(libc::dup(master.raw_fd())) };
+        assert!(
+            BOARD.set(Board::open(dup).unwrap()).is_ok(),
+            "the only test that installs a board"
+        );
+        // As in a worker whose app calls `exit`: the thread's lease is
+        // dropped while its request is still inside the app.
+        let index = std::thread::spawn(|| {
+            let facts = Facts {
+                method: "GET",
+                mount: "/exit",
+                path: "",
+                target: "/exit",
+                remote: "10.0.0.1",
+                protocol: "HTTP/1.1",
+                id: "abc",
+                status: 0,
+            };
+            std::mem::forget(enter(&facts));
+            LEASE.with(|lease| lease.0)
+        })
+        .join()
+        .unwrap()
+        .expect("a slot");
+        // A thread that starts meanwhile leases another slot, so the request
+        // stays shown for the master.
+        let next = std::thread::spawn(|| LEASE.with(|lease| lease.0)).join().unwrap();
+        assert_ne!(next, Some(index), "the exiting thread's slot was handed on");
+        let shown = master.read();
+        assert_eq!(shown.requests.len(), 1, "{:?}", shown.requests);
+        assert_eq!(shown.requests[0].mount, "/exit");
     }
 }
