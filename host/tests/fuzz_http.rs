@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use common::fleet::{echo, try_get, worker_pids};
 use common::server::Server;
+use common::vectors::{corpus, corpus_dir, Vector};
 use common::worker_deaths;
 use mutate::{extra_seeds, mutate, Rng};
 use oracle::Expected;
@@ -204,11 +205,6 @@ fn judge(input: &[u8], answers: &[Answer]) -> Result<bool, String> {
         }
     }
     Ok(false)
-}
-
-/// The vector corpus (see its README).
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/http-vectors")
 }
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -381,31 +377,6 @@ fn fuzzed_requests_never_break_the_server_or_slip_past_it() {
         findings.len()
     );
     server.stop();
-}
-
-/// A vector of the corpus and the verdict `INDEX.tsv` gives it.
-struct Vector {
-    file: String,
-    /// `accept` or `reject`.
-    expected: String,
-    bytes: Vec<u8>,
-}
-
-fn corpus() -> Vec<Vector> {
-    let dir = corpus_dir();
-    let index = std::fs::read_to_string(dir.join("INDEX.tsv")).expect("read INDEX.tsv");
-    index
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
-            Vector {
-                file: fields[0].to_owned(),
-                expected: fields.get(2).copied().unwrap_or_default().to_owned(),
-                bytes: std::fs::read(dir.join(fields[0])).unwrap_or_else(|e| panic!("{}: {e}", fields[0])),
-            }
-        })
-        .collect()
 }
 
 /// Whether `answers` are what `INDEX.tsv`'s verdict asks of the server:

@@ -10,37 +10,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::fleet::echo;
 use common::server::Server;
-
-/// One vector of the corpus.
-struct Vector {
-    file: String,
-    expected: String,
-    note: String,
-    bytes: Vec<u8>,
-}
-
-fn corpus() -> Vec<Vector> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/http-vectors");
-    let index = std::fs::read_to_string(dir.join("INDEX.tsv")).expect("read INDEX.tsv");
-    index
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
-            Vector {
-                file: fields[0].to_owned(),
-                expected: fields[2].to_owned(),
-                note: fields.get(3).unwrap_or(&"").to_string(),
-                bytes: std::fs::read(dir.join(fields[0])).unwrap_or_else(|e| panic!("{}: {e}", fields[0])),
-            }
-        })
-        .collect()
-}
+use common::vectors::corpus;
 
 /// What came back: each response's status and whether the app made it
 /// (echo answers JSON), until the server closed the connection or went

@@ -21,6 +21,7 @@ pub mod certs;
 pub mod fleet;
 pub mod foreign;
 pub mod server;
+pub mod vectors;
 pub mod ws;
 
 /// How long one `host` run may take before it is killed and the test fails.
