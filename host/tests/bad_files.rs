@@ -124,25 +124,7 @@ fn a_master_refuses_bad_files_at_start() {
 /// The probes `master` is running: its children whose command line is
 /// `host check --in-process …` (see `supervisor::probe`).
 fn probe_pids(master: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|ppid| ppid.parse::<u32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            ppid == Some(master) && cmdline.split(|b| *b == 0).any(|arg| arg == b"--in-process")
-        })
-        .collect();
-    pids.sort_unstable();
-    pids
+    children_with_arg(master, "--in-process")
 }
 
 /// The size of a folder's files.

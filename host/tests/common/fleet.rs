@@ -140,9 +140,15 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 /// The live worker processes of `master`: its children whose command line
-/// has the `worker` subcommand (not probes), zombies excluded. Found by
-/// scanning /proc (this kernel has no /proc/PID/task/TID/children).
+/// has the `worker` subcommand (not probes), zombies excluded.
 pub fn worker_pids(master: u32) -> Vec<u32> {
+    children_with_arg(master, "worker")
+}
+
+/// The live children of `parent` with `arg` on their command line, sorted,
+/// zombies excluded. Found by scanning /proc (this kernel has no
+/// /proc/PID/task/TID/children).
+pub fn children_with_arg(parent: u32, arg: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return pids;
@@ -161,7 +167,7 @@ pub fn worker_pids(master: u32) -> Vec<u32> {
         let mut fields = rest.split_whitespace();
         let state = fields.next();
         let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(master) && state != Some("Z") && is_worker(pid) {
+        if ppid == Some(parent) && state != Some("Z") && has_arg(pid, arg) {
             pids.push(pid);
         }
     }
@@ -169,13 +175,18 @@ pub fn worker_pids(master: u32) -> Vec<u32> {
     pids
 }
 
-/// Whether `pid` is a live `host worker` process (a zombie's command line
-/// is empty).
-pub fn is_worker(pid: u32) -> bool {
+/// Whether `pid`'s command line holds `arg` (a zombie's is empty).
+fn has_arg(pid: u32, arg: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .unwrap_or_default()
         .split(|b| *b == 0)
-        .any(|arg| arg == b"worker")
+        .any(|a| a == arg.as_bytes())
+}
+
+/// Whether `pid` is a live `host worker` process (a zombie's command line
+/// is empty).
+pub fn is_worker(pid: u32) -> bool {
+    has_arg(pid, "worker")
 }
 
 /// Sends `signal` (e.g. `KILL`) to `pid` with kill(1).
